@@ -1,0 +1,85 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api import problems
+from api.bootstrap import Services, build_services, resolve_database
+from api.middleware import BodyLimit, RequestId
+from api.routers import events, health, projections, users
+from api.settings import Settings
+from api.waiting import PositionWatcher
+
+DESCRIPTION = """
+An event-sourced credit ledger. Credit and chat-message grants and spends, and
+plan changes, are immutable events in PostgreSQL; the `users` table is a
+projection of them.
+
+**Auth**: `Authorization: Bearer <key>`. Roles: `admin` (everything), `service`
+(registrations, spends and reads), `reader` (reads).
+
+**Idempotency**: every POST and PUT takes an `Idempotency-Key` header. A retry
+with the same key and the same request returns the first response (with
+`Idempotent-Replayed: true`) and records nothing new.
+
+**Errors** are `application/problem+json` (RFC 9457), with `type`, `title`,
+`status` and `detail`.
+"""
+
+
+@dataclass
+class Reads:
+    pool: AsyncConnectionPool[Any]
+    watcher: PositionWatcher
+
+
+def create_app(services: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.start()
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            services.database.conninfo(),
+            min_size=1,
+            max_size=services.settings.pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            timeout=3.0,
+            open=False,
+        )
+        await pool.open(wait=False)
+        watcher = PositionWatcher(services.database, pool, services.projection.name)
+        watcher.start()
+        app.state.reads = Reads(pool, watcher)
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            await pool.close()
+            services.stop()
+
+    app = FastAPI(
+        title="Credit ledger",
+        version="1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    problems.install(app)
+    for module in (users, events, projections, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestId)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For `uvicorn --factory` in each worker process: settings from LEDGER_*."""
+    settings = Settings()
+    return create_app(build_services(settings, resolve_database(settings)))

@@ -1,0 +1,447 @@
+"""The `ledger` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from api import importing
+from api.bootstrap import build_services, init_database, keyring, resolve_database
+from api.progress import ProgressBar
+from api.settings import Settings
+from ledger.application import Ledger
+from ledger.db import Database
+from ledger.views import timestamp
+from ledger.writer import CommandWriter
+from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user
+from projections.history import state_at, timeline
+from projections.projector import Projector
+from projections.rebuild import BackgroundRebuilds, Progress, Rebuild, RebuildError
+
+log = logging.getLogger("ledger")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if getattr(args, "database_url", None):
+        settings.database_url = args.database_url
+    return settings
+
+
+def _database(settings: Settings) -> Database:
+    database = resolve_database(settings)
+    init_database(database)
+    return database
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# -- serve, project, db init --------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(args)
+    for name in ("host", "port", "workers"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    if args.no_projector:
+        settings.projector = False
+    database = _database(settings)
+    _, new_key = keyring(settings)
+    where = "LEDGER_API_KEYS" if settings.api_keys else str(settings.home / "admin-api-key")
+    if not settings.api_keys:
+        key = new_key or (settings.home / "admin-api-key").read_text().strip()
+        made = "generated" if new_key else "kept"
+        print(f"Admin API key ({made} in {where}): {key}", flush=True)
+    print(
+        f"Serving the ledger on http://{settings.host}:{settings.port} "
+        f"(docs at /docs; database {database.name})",
+        flush=True,
+    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        os.environ["LEDGER_DATABASE_URL"] = database.url
+        os.environ["LEDGER_PROJECTOR"] = "1" if settings.projector else "0"
+        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(build_services(settings, database)), **common)
+    return 0
+
+
+def project(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    database = _database(settings)
+    ledger = Ledger.open(database)
+    rebuilds = BackgroundRebuilds(database, ledger)
+    projector = Projector(
+        database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request
+    )
+    stop = _stop_on_signals()
+    print(f"Projecting into the users table of {database.name}; Ctrl-C stops.", flush=True)
+    projector.start()
+    stop.wait()
+    projector.stop()
+    rebuilds.join(timeout=5)
+    ledger.close()
+    return 0
+
+
+def db_init(args: argparse.Namespace) -> int:
+    database = _database(_settings(args))
+    print(f"Tables ready in {database.name}.")
+    return 0
+
+
+# -- rebuild --------------------------------------------------------------------
+
+
+def rebuild(args: argparse.Namespace) -> int:
+    database = _database(_settings(args))
+    ledger = Ledger.open(database)
+    bar = ProgressBar("rebuild")
+
+    def show(progress: Progress) -> None:
+        bar.update(
+            progress.events,
+            max(progress.target, progress.events),
+            rate=progress.rate,
+            eta=progress.eta,
+            note=progress.phase,
+        )
+
+    try:
+        result = Rebuild(database, ledger, on_progress=show).run()
+    except RebuildError as e:
+        bar.close(f"rebuild failed: {e}")
+        return 1
+    finally:
+        ledger.close()
+    bar.close(
+        f"Rebuilt users (version {result.version}): {result.users:,} users from "
+        f"{result.events:,} events in {result.seconds:.1f}s "
+        f"({result.events_per_second:,.0f} events/s); live at position {result.position:,}."
+    )
+    return 0
+
+
+# -- audit ----------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a time with a timezone, e.g. 2026-01-31T12:00:00Z")
+    return moment
+
+
+def _print_timeline(ledger: Ledger, user_id: str, at: datetime | None) -> int:
+    header = f"{'time':27} {'event':20} {'amount':>9} {'credits':>9} {'chat':>7}  actor / reason"
+    print(header)
+    print("-" * len(header))
+    count = 0
+    for step in timeline(ledger, user_id):
+        event = step.recorded.event
+        if at is not None and event.timestamp > at:
+            break
+        count += 1
+        data = event.data
+        cause = event.cause or {}
+        actor = cause.get("actor_role") or "-"
+        if cause.get("actor_key_id"):
+            actor += f" {cause['actor_key_id']}"
+        amount = data.get("amount")
+        detail = data.get("reason") or ""
+        if "level" in data:
+            detail = f"{data['level']} {data.get('renewal_period') or ''}".strip()
+        print(
+            f"{timestamp(event.timestamp):27} {type(event).__name__:20} "
+            f"{'' if amount is None else f'{amount:,}':>9} "
+            f"{_number(step.state.free_credits):>9} {_number(step.state.free_chat_messages):>7}  "
+            f"{actor}{(' / ' + detail) if detail else ''}"
+        )
+    return count
+
+
+def _number(value: int | None) -> str:
+    return "NULL" if value is None else f"{value:,}"
+
+
+def _print_user_audit(result: UserAudit) -> None:
+    if result.consistent:
+        print(f"\nprojection at position {result.position:,}: consistent with the history")
+        return
+    print(f"\nprojection at position {result.position:,}: DIFFERS from the history")
+    for d in result.differences:
+        print(f"  {d['field']}: projected {d['projected']!r}, replayed {d['replayed']!r}")
+
+
+def audit(args: argparse.Namespace) -> int:
+    database = _database(_settings(args))
+    ledger = Ledger.open(database)
+    try:
+        if args.user_id:
+            return _audit_one(database, ledger, args.user_id, args.at, args.json)
+        return _audit_everyone(database, ledger, args.at, args.json)
+    finally:
+        ledger.close()
+
+
+def _audit_one(
+    database: Database, ledger: Ledger, user_id: str, at: datetime | None, as_json: bool
+) -> int:
+    if at is not None:
+        step = state_at(ledger, user_id, at=at)
+        if as_json:
+            state = (
+                None
+                if step is None
+                else {
+                    "free_credits": step.state.free_credits,
+                    "free_chat_messages": step.state.free_chat_messages,
+                    "level": step.state.level,
+                    "renewal_period": step.state.renewal_period,
+                    "version": step.state.version,
+                    "position": step.recorded.position,
+                }
+            )
+            print(orjson.dumps({"user_id": user_id, "at": at.isoformat(), "state": state}).decode())
+            return 0
+        if _print_timeline(ledger, user_id, at) == 0:
+            print(f"no user {user_id!r} at {at.isoformat()}", file=sys.stderr)
+        return 0
+    result = audit_user(database, ledger, user_id)
+    if result is None:
+        print(f"no user {user_id!r}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(orjson.dumps({"user_id": user_id, **result.as_dict()}).decode())
+    else:
+        _print_timeline(ledger, user_id, None)
+        _print_user_audit(result)
+    return 0 if result.consistent else 1
+
+
+def _audit_everyone(database: Database, ledger: Ledger, at: datetime | None, as_json: bool) -> int:
+    if at is not None:
+        print("--at needs a USER_ID: the projection is checked as it is now", file=sys.stderr)
+        return 2
+    bar = ProgressBar("audit")
+
+    def show(report: LedgerAudit, position: int) -> None:
+        bar.update(
+            position,
+            report.position,
+            rate=0,
+            eta=None,
+            note=f"{report.users_checked:,} users, {len(report.mismatches)} mismatches",
+        )
+
+    report = audit_all(database, ledger, on_progress=None if as_json else show)
+    if as_json:
+        print(
+            orjson.dumps(
+                {
+                    "consistent": report.consistent,
+                    "position": report.position,
+                    "users_checked": report.users_checked,
+                    "events_replayed": report.events_replayed,
+                    "mismatches": [
+                        {"user_id": m.user_id, **m.as_dict()} for m in report.mismatches
+                    ],
+                }
+            ).decode()
+        )
+    else:
+        bar.close(
+            f"Checked {report.users_checked:,} users against {report.events_replayed:,} "
+            f"events, up to position {report.position:,}: "
+            + ("consistent." if report.consistent else f"{len(report.mismatches)} mismatches.")
+        )
+        for m in report.mismatches:
+            fields = ", ".join(
+                f"{d['field']} projected {d['projected']!r} replayed {d['replayed']!r}"
+                for d in m.differences
+            )
+            print(f"  {m.user_id}: {fields}")
+    return 0 if report.consistent else 1
+
+
+# -- import, generate -----------------------------------------------------------
+
+
+def import_(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+    parsed = importing.parse(path)
+    for bad in parsed.bad:
+        print(f"line {bad.line}: {bad.reason}", file=sys.stderr)
+    if parsed.bad and not args.skip_bad:
+        print(
+            f"{len(parsed.bad)} bad rows: imported nothing (fix them, or use --skip-bad)",
+            file=sys.stderr,
+        )
+        return 1
+    database = _database(_settings(args))
+    ledger = Ledger.open(database)
+    try:
+        report = importing.run(CommandWriter(ledger), parsed, skip_bad=args.skip_bad)
+    finally:
+        ledger.close()
+    skipped = f", skipped {len(report.bad)} bad rows" if report.bad else ""
+    print(
+        f"Imported {report.imported:,} users; {report.already_there:,} were already there{skipped}."
+    )
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    from api.generate import generate as run_generate
+
+    database = _database(_settings(args))
+    ledger = Ledger.open(database)
+    bar = ProgressBar("generate")
+    started = datetime.now()
+
+    def show(done: int) -> None:
+        seconds = (datetime.now() - started).total_seconds() or 1e-9
+        rate = done / seconds
+        bar.update(done, args.events, rate=rate, eta=(args.events - done) / rate if rate else None)
+
+    try:
+        recorded = run_generate(
+            ledger,
+            users=args.users,
+            events=args.events,
+            legacy_fraction=args.legacy_fraction,
+            seed=args.seed,
+            on_progress=show,
+        )
+    finally:
+        ledger.close()
+    seconds = (datetime.now() - started).total_seconds()
+    bar.close(f"Recorded {recorded:,} events for {args.users:,} users in {seconds:.1f}s.")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="ledger", description="An event-sourced credit ledger on PostgreSQL."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (default: LEDGER_DATABASE_URL, else the embedded server "
+        "in ./.ledger/)",
+    )
+    sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API and its projector")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1, LEDGER_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8000, LEDGER_PORT)")
+    p.add_argument("--workers", type=int, help="API processes (default 1, LEDGER_WORKERS)")
+    p.add_argument(
+        "--no-projector", action="store_true", help="serve only; run `ledger project` elsewhere"
+    )
+    p.set_defaults(run=serve)
+
+    p = sub.add_parser(
+        "project", parents=[common], help="run the projector alone (one is active per database)"
+    )
+    p.set_defaults(run=project)
+
+    p = sub.add_parser(
+        "rebuild", parents=[common], help="rebuild the users table from history and swap it in"
+    )
+    p.set_defaults(run=rebuild)
+
+    p = sub.add_parser(
+        "audit", parents=[common], help="replay history and check the users table against it"
+    )
+    p.add_argument(
+        "user_id",
+        nargs="?",
+        metavar="USER_ID",
+        help="one user: print the timeline, then check (default: every user)",
+    )
+    p.add_argument(
+        "--at",
+        type=_parse_time,
+        metavar="TIME",
+        help="with USER_ID: the timeline up to an RFC 3339 time",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=audit)
+
+    p = sub.add_parser(
+        "import", parents=[common], help="import users from a CRUD table export (CSV or JSON lines)"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="import the good rows and report the bad (default: import nothing)",
+    )
+    p.set_defaults(run=import_)
+
+    p = sub.add_parser("db", help="database set-up")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    init = db_sub.add_parser("init", parents=[common], help="create the tables (idempotent)")
+    init.set_defaults(run=db_init)
+
+    p = sub.add_parser(
+        "generate", parents=[common], help="record a realistic history, for benchmarks and demos"
+    )
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--events", type=int, default=100_000, help="events in all, registrations too")
+    p.add_argument(
+        "--legacy-fraction",
+        type=float,
+        default=0.1,
+        help="users registered in the old, pre-credit event shape",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(run=generate)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LEDGER_LOG_LEVEL", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

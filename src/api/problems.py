@@ -1,0 +1,135 @@
+"""Every failure as RFC 9457 problem details, mapped in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from ledger import errors
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = "1"
+
+# status, title
+_LEDGER_ERRORS: dict[type[errors.LedgerError], tuple[int, str]] = {
+    errors.InvalidCommand: (422, "Invalid command"),
+    errors.UserNotFound: (404, "User not found"),
+    errors.UserExists: (409, "User exists"),
+    errors.InsufficientBalance: (409, "Insufficient balance"),
+    errors.BalanceLimit: (409, "Balance limit"),
+    errors.IdempotencyKeyReused: (422, "Idempotency key reused"),
+    errors.IdempotencyKeyInUse: (409, "Idempotency key in use"),
+    errors.DatabaseUnavailable: (503, "Database unavailable"),
+}
+
+_HTTP_TYPES: dict[int, tuple[str, str]] = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "Invalid request"),
+    504: ("projection-timeout", "Projection timeout"),
+}
+
+
+def problem(
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def problem_bytes(status: int, type_: str, title: str, detail: str) -> bytes:
+    return orjson.dumps({"type": type_, "title": title, "status": status, "detail": detail})
+
+
+def ledger_problem(error: errors.LedgerError) -> Response:
+    status, title = _LEDGER_ERRORS.get(type(error), (500, "Internal error"))
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    return problem(status, error.code, title, error.detail, headers=headers)
+
+
+def http_problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    type_, title = _HTTP_TYPES.get(status, ("http-error", "HTTP error"))
+    return problem(status, type_, title, detail, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+
+
+def _summary(errors_: list[dict[str, Any]]) -> str:
+    parts = []
+    for e in errors_[:5]:
+        where = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts) or "the request is invalid"
+
+
+def install(app: FastAPI) -> None:
+    async def on_ledger_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.LedgerError)
+        return ledger_problem(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        found = _validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in found):
+            return problem(
+                422, "invalid-json", "Malformed JSON", "the body is not valid JSON", errors=found
+            )
+        content_type = request.headers.get("content-type", "")
+        if (
+            request.method in {"POST", "PUT"}
+            and "json" not in content_type.lower()
+            and any(e["loc"] == ["body"] for e in found)
+        ):
+            detail = "send the body as JSON, with Content-Type: application/json"
+            return problem(422, "validation-error", "Invalid request", detail, errors=found)
+        return problem(422, "validation-error", "Invalid request", _summary(found), errors=found)
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it could not decode at all (invalid
+            # UTF-8, nesting too deep): malformed JSON, as far as a client cares.
+            return problem(422, "invalid-json", "Malformed JSON", "the body could not be decoded")
+        return http_problem(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
+
+    async def on_database_error(_: Request, exc: Exception) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return ledger_problem(errors.DatabaseUnavailable("the database cannot be reached"))
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unexpected error", exc_info=exc)
+        return problem(500, "internal-error", "Internal error", "an unexpected error occurred")
+
+    app.add_exception_handler(errors.LedgerError, on_ledger_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(psycopg.OperationalError, on_database_error)
+    app.add_exception_handler(psycopg.InterfaceError, on_database_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,59 @@
+"""The global event log, and audits of the projection against it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from api.deps import Admin, Reader, ServicesDep
+from api.routers import problems
+from api.routers.users import Limit, UserIdPath
+from api.schemas import AuditOut, EventPage
+from ledger.application import translate_errors
+from ledger.errors import UserNotFound
+from ledger.views import event_view
+from projections.audit import audit_user
+
+router = APIRouter(tags=["history"])
+
+
+@router.get(
+    "/v1/events",
+    response_model=EventPage,
+    summary="Every user's events",
+    description="All events in global order (by position). Role: admin.",
+    responses=problems(401, 403, 422, 503),
+)
+def all_events(
+    _: Admin,
+    services: ServicesDep,
+    after: Annotated[int, Query(ge=0, description="Events after this position.")] = 0,
+    limit: Limit = 100,
+) -> Response:
+    with translate_errors():
+        recorded = services.ledger.events_after(after, limit + 1)
+    page = recorded[:limit]
+    body = {
+        "items": [event_view(r.event, r.position) for r in page],
+        "next": page[-1].position if len(recorded) > limit else None,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get(
+    "/v1/audit/users/{user_id}",
+    response_model=AuditOut,
+    summary="Audit a user",
+    description="The projected row against a replay of the user's history, both read in one "
+    "snapshot at the projection's position. Roles: any.",
+    responses=problems(401, 403, 404, 422, 503),
+)
+def audit(user_id: UserIdPath, _: Reader, services: ServicesDep) -> Response:
+    with translate_errors():
+        result = audit_user(services.database, services.ledger, user_id, services.projection)
+    if result is None:
+        raise UserNotFound(f"no user with id {user_id!r}")
+    return Response(orjson.dumps(result.as_dict()), media_type="application/json")

@@ -1,0 +1,59 @@
+"""Liveness, readiness and metrics: for orchestrators and scrapers, no key needed."""
+
+from __future__ import annotations
+
+import orjson
+import psycopg
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from api.deps import ServicesDep
+from api.metrics import CONTENT_TYPE
+from api.problems import RETRY_AFTER_SECONDS, problem
+from projections.overview import overview
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness", description="The process is up.")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    description="503 while PostgreSQL cannot be reached or the projection has failed.",
+)
+def readyz(services: ServicesDep) -> Response:
+    try:
+        with services.database.connect() as conn:
+            item = overview(conn, services.projection.name)
+    except psycopg.Error as e:
+        return problem(
+            503,
+            "database-unavailable",
+            "Not ready",
+            f"PostgreSQL: {e}",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    if item.status == "failed":
+        return problem(
+            503,
+            "projection-failed",
+            "Not ready",
+            f"the {item.name} projection has failed",
+            error=item.error,
+        )
+    body = {"status": "ready", "projection": item.status, "lag": item.lag}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(services: ServicesDep) -> Response:
+    try:
+        with services.database.connect() as conn:
+            items = [overview(conn, services.projection.name)]
+    except psycopg.Error:
+        items = []
+    return Response(services.metrics.render(items), media_type=CONTENT_TYPE)

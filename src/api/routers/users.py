@@ -1,0 +1,289 @@
+"""Users: the commands on a user's stream, and the reads of a user."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import AwareDatetime
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from api.deps import (
+    Admin,
+    IdempotencyKeyHeader,
+    Reader,
+    RequestIdDep,
+    ServiceRole,
+    ServicesDep,
+    dispatch,
+)
+from api.routers import problems
+from api.schemas import (
+    AmountRequest,
+    CommandOut,
+    HistoryPage,
+    PlanRequest,
+    RegisterRequest,
+    UserOut,
+)
+from ledger.application import translate_errors
+from ledger.commands import (
+    ChangePlan,
+    GrantChatMessages,
+    GrantCredits,
+    RegisterUser,
+    SpendChatMessages,
+    SpendCredits,
+)
+from ledger.domain import USER_ID_PATTERN
+from ledger.errors import UserNotFound
+from ledger.views import event_view, user_view
+from projections import history
+from projections.users_table import SELECT_USER
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+UserIdPath = Annotated[
+    str,
+    Path(
+        pattern=USER_ID_PATTERN,
+        max_length=64,
+        description="1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'.",
+        examples=["user_42"],
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="1 to 1000.")]
+
+_COMMAND_PROBLEMS = (401, 403, 404, 409, 413, 422, 503)
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+# -- commands -----------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CommandOut,
+    summary="Register a user",
+    description="A new user: level free, no renewal, 10 free credits, 20 free chat messages. "
+    "Roles: admin, service.",
+    responses=problems(
+        401, 403, 409, 413, 422, 503, d409="`user-exists`, or `idempotency-key-in-use`."
+    ),
+)
+async def register_user(
+    body: RegisterRequest,
+    principal: ServiceRole,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    return await dispatch(
+        services, RegisterUser(body.id), principal, idempotency_key, request_id, 201
+    )
+
+
+@router.post(
+    "/{user_id}/credits/grants",
+    status_code=201,
+    response_model=CommandOut,
+    summary="Grant credits",
+    description="Adds to free_credits; refused with `balance-limit` past 2,147,483,647. "
+    "Role: admin.",
+    responses=problems(*_COMMAND_PROBLEMS),
+)
+async def grant_credits(
+    user_id: UserIdPath,
+    body: AmountRequest,
+    principal: Admin,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    command = GrantCredits(user_id, body.amount, body.reason)
+    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+
+
+@router.post(
+    "/{user_id}/credits/spends",
+    status_code=201,
+    response_model=CommandOut,
+    summary="Spend credits",
+    description="Takes from free_credits; refused with `insufficient-balance` rather than "
+    "go below 0. Roles: admin, service.",
+    responses=problems(*_COMMAND_PROBLEMS),
+)
+async def spend_credits(
+    user_id: UserIdPath,
+    body: AmountRequest,
+    principal: ServiceRole,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    command = SpendCredits(user_id, body.amount, body.reason)
+    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+
+
+@router.post(
+    "/{user_id}/chat-messages/grants",
+    status_code=201,
+    response_model=CommandOut,
+    summary="Grant chat messages",
+    description="As for credits, on free_chat_messages. Role: admin.",
+    responses=problems(*_COMMAND_PROBLEMS),
+)
+async def grant_chat_messages(
+    user_id: UserIdPath,
+    body: AmountRequest,
+    principal: Admin,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    command = GrantChatMessages(user_id, body.amount, body.reason)
+    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+
+
+@router.post(
+    "/{user_id}/chat-messages/spends",
+    status_code=201,
+    response_model=CommandOut,
+    summary="Spend chat messages",
+    description="As for credits, on free_chat_messages. Roles: admin, service.",
+    responses=problems(*_COMMAND_PROBLEMS),
+)
+async def spend_chat_messages(
+    user_id: UserIdPath,
+    body: AmountRequest,
+    principal: ServiceRole,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    command = SpendChatMessages(user_id, body.amount, body.reason)
+    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+
+
+@router.put(
+    "/{user_id}/plan",
+    status_code=200,
+    response_model=CommandOut,
+    summary="Change the plan",
+    description="Level `free` (no renewal period) or `paid` (renewal `lifetime`). Legacy "
+    "levels and periods are refused. Role: admin.",
+    responses=problems(401, 403, 404, 409, 413, 422, 503, d409="`idempotency-key-in-use`."),
+)
+async def change_plan(
+    user_id: UserIdPath,
+    body: PlanRequest,
+    principal: Admin,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    command = ChangePlan(user_id, body.level, body.renewal_period)
+    return await dispatch(services, command, principal, idempotency_key, request_id, 200)
+
+
+# -- reads --------------------------------------------------------------------
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserOut,
+    summary="Get a user",
+    description="From the projected users table. With `min_position`, waits (up to 5 s) until "
+    "the projection has applied that position: pass a command's `event.position` to read "
+    "your own write. Roles: any.",
+    responses=problems(401, 403, 404, 422, 503, 504),
+)
+async def get_user(
+    user_id: UserIdPath,
+    _: Reader,
+    request: Request,
+    services: ServicesDep,
+    min_position: Annotated[
+        int | None, Query(ge=0, description="Wait until the projection has applied this.")
+    ] = None,
+) -> Response:
+    reads = request.app.state.reads
+    if min_position is not None and not await reads.watcher.wait_for(
+        min_position, services.settings.wait_timeout_seconds
+    ):
+        raise HTTPException(
+            504, f"the projection has not reached position {min_position} yet; retry later"
+        )
+    async with reads.pool.connection() as conn:
+        cursor = await conn.execute(SELECT_USER, (user_id,), prepare=False)
+        row = await cursor.fetchone()
+    if row is None:
+        raise UserNotFound(f"no user with id {user_id!r}")
+    return _json(user_view(services.projection.state(row), int(row["position"])))
+
+
+@router.get(
+    "/{user_id}/events",
+    response_model=HistoryPage,
+    summary="A user's history",
+    description="The user's events, oldest first, each with the user's state right after it. "
+    "Roles: any.",
+    responses=problems(401, 403, 404, 422, 503),
+)
+def user_events(
+    user_id: UserIdPath,
+    _: Reader,
+    services: ServicesDep,
+    after_version: Annotated[int, Query(ge=0, description="Events after this version.")] = 0,
+    limit: Limit = 100,
+) -> Response:
+    items: list[dict[str, Any]] = []
+    more = False
+    seen_any = False
+    with translate_errors():
+        for step in history.timeline(services.ledger, user_id):
+            seen_any = True
+            event = step.recorded.event
+            if event.originator_version <= after_version:
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            item = event_view(event, step.recorded.position)
+            item["user"] = user_view(step.state, step.recorded.position)
+            items.append(item)
+    if not seen_any:
+        raise UserNotFound(f"no user with id {user_id!r}")
+    return _json({"items": items, "next": items[-1]["version"] if more else None})
+
+
+@router.get(
+    "/{user_id}/state",
+    response_model=UserOut,
+    summary="A user's state in the past",
+    description="Replayed from history: the state after every event recorded at or before "
+    "`at` (an RFC 3339 time with a timezone; an event's own `recorded_at` includes it), or "
+    "after the first `version` events. Without either, the latest. Roles: any.",
+    responses=problems(401, 403, 404, 422, 503),
+)
+def user_state(
+    user_id: UserIdPath,
+    _: Reader,
+    services: ServicesDep,
+    at: Annotated[AwareDatetime | None, Query(description="RFC 3339, with a timezone.")] = None,
+    version: Annotated[int | None, Query(ge=1, description="A version of the stream.")] = None,
+) -> Response:
+    if at is not None and version is not None:
+        raise HTTPException(422, "give at or version, not both")
+    with translate_errors():
+        step = history.state_at(services.ledger, user_id, at=at, version=version)
+    if step is None:
+        when = f" at {at.isoformat()}" if at is not None else ""
+        raise UserNotFound(f"no user with id {user_id!r}{when}")
+    return _json(user_view(step.state, step.recorded.position))

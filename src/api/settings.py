@@ -1,0 +1,32 @@
+"""Every setting, from LEDGER_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+
+    database_url: str | None = Field(
+        None, description="PostgreSQL to use; unset, an embedded server in LEDGER_HOME."
+    )
+    home: Path = Field(Path(".ledger"), description="Embedded database and generated key.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1, description="API processes (each with its own writer).")
+    api_keys: str | None = Field(None, description="role:key,role:key (admin, service, reader).")
+    projector: bool = Field(True, description="Run a projector in `ledger serve`.")
+    log_level: str = "info"
+
+    group_commit_window_ms: float = Field(
+        0.5, ge=0, le=10, description="How long a busy writer waits to fill a batch."
+    )
+    group_commit_max_batch: int = Field(500, ge=1, le=10_000)
+    projector_batch_size: int = Field(1000, ge=1, le=100_000)
+    pool_size: int = Field(4, ge=1)
+    cache_size: int = Field(50_000, ge=0, description="Users kept in each writer's memory.")
+    wait_timeout_seconds: float = Field(5.0, gt=0, le=60)

@@ -1,0 +1,93 @@
+"""Read-your-writes: wait until the projection has applied a position.
+
+The projector NOTIFYs its new position on every commit; one listening connection
+per process wakes every waiter within milliseconds. A poll of the tracking
+position every 250 ms covers a notification lost with a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from ledger.db import Database
+from projections import status as st
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+
+
+class PositionWatcher:
+    def __init__(self, database: Database, pool: AsyncConnectionPool[Any], name: str) -> None:
+        self.database = database
+        self.pool = pool
+        self.name = name
+        self.position = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_for(self, position: int, within: float) -> bool:
+        """True once the projection has applied `position`; False after `within` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        if self.position < position:
+            await self._refresh()
+        while self.position < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, POLL_SECONDS))
+            except TimeoutError:
+                await self._refresh()
+        return True
+
+    def _advance(self, position: int) -> None:
+        if position > self.position:
+            self.position = position
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def _refresh(self) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT notification_id AS position FROM {st.TRACKING_TABLE} "
+                "WHERE application_name = %s",
+                (self.name,),
+            )
+            row = await cur.fetchone()
+        if row and row["position"] is not None:
+            self._advance(int(row["position"]))
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database.conninfo(), autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {st.POSITION_CHANNEL}")
+                    await self._refresh()
+                    async for notify in conn.notifies():
+                        if notify.payload.isdigit():
+                            self._advance(int(notify.payload))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("position listener reconnecting: %s", e)
+                await asyncio.sleep(1.0)

@@ -1,0 +1,80 @@
+"""Where the database is, and how every part of the ledger connects to it."""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+#: Seconds to wait for a connection before telling the caller the database is down.
+CONNECT_TIMEOUT = 3
+
+
+@dataclass(frozen=True)
+class Database:
+    """A PostgreSQL database, named by a libpq URL or connection string."""
+
+    url: str
+
+    def conninfo(self, **overrides: str | int) -> str:
+        params: dict[str, str | int] = {"connect_timeout": CONNECT_TIMEOUT}
+        params.update(overrides)
+        return make_conninfo(self.url, **params)
+
+    def with_name(self, dbname: str) -> Database:
+        return Database(make_conninfo(self.url, dbname=dbname))
+
+    @property
+    def name(self) -> str:
+        return str(conninfo_to_dict(self.url).get("dbname") or "")
+
+    def library_env(self, *, pool_size: int = 2, max_overflow: int = 8) -> dict[str, str]:
+        """Settings for the eventsourcing library's PostgreSQL persistence."""
+        params = conninfo_to_dict(self.url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
+            "POSTGRES_HOST": str(params.get("host") or "localhost"),
+            "POSTGRES_PORT": str(params.get("port") or "5432"),
+            "POSTGRES_USER": str(params.get("user") or "postgres"),
+            "POSTGRES_PASSWORD": str(params.get("password") or ""),
+            "POSTGRES_POOL_SIZE": str(pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(max_overflow),
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
+            # A session idle inside a transaction holds the event table's lock;
+            # PostgreSQL ends it rather than let every writer wait.
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "0",
+            "ORIGINATOR_ID_TYPE": "text",
+            # Tables are created once, by `ledger db init` under an advisory lock.
+            "CREATE_TABLE": "n",
+            # Its insert path takes no table lock, so readers could skip events.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+
+    def connect(self, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.conninfo(), autocommit=autocommit)
+
+
+def advisory_key(name: str) -> int:
+    """A stable 32-bit advisory lock key for a name."""
+    return zlib.crc32(name.encode())
+
+
+@contextlib.contextmanager
+def advisory_lock(conn: psycopg.Connection[tuple[object, ...]], name: str) -> Iterator[None]:
+    """Hold a session-level advisory lock while the block runs.
+
+    https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+    """
+    key = advisory_key(name)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

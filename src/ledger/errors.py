@@ -1,0 +1,65 @@
+"""The ledger's exceptions: one small hierarchy, mapped once to problem+json by the API."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """A command was refused, or could not be carried out. `code` names the reason."""
+
+    code = "ledger-error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidCommand(LedgerError):
+    """The command breaks a rule of its own shape: an amount, an id, a level."""
+
+    code = "invalid-command"
+
+
+class UserNotFound(LedgerError):
+    code = "user-not-found"
+
+
+class UserExists(LedgerError):
+    code = "user-exists"
+
+
+class InsufficientBalance(LedgerError):
+    code = "insufficient-balance"
+
+
+class BalanceLimit(LedgerError):
+    code = "balance-limit"
+
+
+class IdempotencyKeyReused(LedgerError):
+    """The key was first used for a different request."""
+
+    code = "idempotency-key-reused"
+
+
+class IdempotencyKeyInUse(LedgerError):
+    """The first request with this key has not finished yet."""
+
+    code = "idempotency-key-in-use"
+
+
+class DatabaseUnavailable(LedgerError):
+    """PostgreSQL could not be reached, or the transaction's outcome is unknown."""
+
+    code = "database-unavailable"
+
+
+#: Refusals that are a command's own outcome: recorded against an idempotency key
+#: and replayed on a retry, like a success. Everything else is retried afresh.
+DOMAIN_REFUSALS: tuple[type[LedgerError], ...] = (
+    UserNotFound,
+    UserExists,
+    InsufficientBalance,
+    BalanceLimit,
+)
+
+REFUSALS_BY_CODE: dict[str, type[LedgerError]] = {cls.code: cls for cls in DOMAIN_REFUSALS}

@@ -1,0 +1,312 @@
+"""The projector: keeps the users table up to date, each event applied exactly once.
+
+Exactly once, because each batch is one transaction that reads the tracking
+position FOR UPDATE, applies the events after it, writes the rows and moves the
+position (the library's `_insert_tracking`), then commits: a crash anywhere
+leaves either all of it or none of it.
+
+One projector per database is active: the one holding the leader advisory lock
+on its connection. Others stand by and take over within a second of its
+connection closing (a crash, a kill -9, a network cut).
+https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+
+No event is skipped: the library inserts events under an EXCLUSIVE table lock,
+so positions become visible in order, and "events after my position" never
+passes over one that commits later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+
+from ledger.application import EVENTS_TABLE, Ledger, Recorded
+from ledger.db import Database
+from ledger.domain import EVENT_TYPES, UserState
+from projections import status as st
+from projections import users_table
+from projections.users import UsersProjection
+from projections.users_table import Table
+
+log = logging.getLogger(__name__)
+
+_SELECT_EVENTS = (
+    "SELECT notification_id, originator_id, originator_version, topic, state "
+    f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An event the projection cannot apply, and why."""
+
+    position: int
+    user_id: str
+    version: int
+    event_type: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "user_id": self.user_id,
+            "version": self.version,
+            "event_type": self.event_type,
+            "message": self.message,
+        }
+
+
+def decode_rows(
+    ledger: Ledger, rows: Sequence[tuple[Any, ...]]
+) -> tuple[list[Recorded], Failure | None]:
+    """Events from (position, user, version, topic, state) rows, up to the first
+    that cannot be decoded."""
+    recorded: list[Recorded] = []
+    for position, user_id, version, topic, state in rows:
+        try:
+            event = ledger.decode(StoredEvent(user_id, version, topic, bytes(state)))
+        except Exception as e:
+            return recorded, Failure(position, user_id, version, topic, f"cannot decode: {e}")
+        recorded.append(Recorded(event, position))
+    return recorded, None
+
+
+def apply_events(
+    conn: psycopg.Connection[Any], table: Table, recorded: Sequence[Recorded]
+) -> tuple[int | None, Failure | None]:
+    """Fold `recorded` onto the table's rows and write the changed rows, in the
+    caller's transaction. Stops before the first event that cannot be applied.
+    Returns the position of the last event applied and the failure, if any."""
+    states: dict[str, tuple[UserState, int]] = table.read(
+        conn, list({r.event.originator_id for r in recorded})
+    )
+    changed: set[str] = set()
+    last: int | None = None
+    failure: Failure | None = None
+    for r in recorded:
+        user_id = r.event.originator_id
+        before = states.get(user_id)
+        try:
+            after = r.event.evolve(before[0] if before else None)
+        except Exception as e:
+            failure = Failure(
+                r.position,
+                user_id,
+                r.event.originator_version,
+                EVENT_TYPES.get(type(r.event), type(r.event).__name__),
+                str(e),
+            )
+            break
+        states[user_id] = (after, r.position)
+        changed.add(user_id)
+        last = r.position
+    table.upsert(conn, [table.row(*states[user_id]) for user_id in changed])
+    return last, failure
+
+
+class Projector:
+    """Tails the event log into the users table, in batches, while it leads."""
+
+    def __init__(
+        self,
+        database: Database,
+        ledger: Ledger,
+        projection: UsersProjection | None = None,
+        *,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+        start_rebuild: Callable[[], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.projection = projection or UsersProjection()
+        self.name = self.projection.name
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._start_rebuild = start_rebuild
+        self._on_batch = on_batch
+        self._tracking = st.tracking_recorder(ledger.datastore)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._table: Table | None = None
+        self._table_version: str | None = None
+        self.is_leader = False
+        self.failed = False
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="ledger-projector", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run(self) -> None:
+        """Lead or stand by until stopped; survive the database going away."""
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                with self.database.connect() as conn:
+                    backoff = 0.2
+                    self._serve(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                log.warning("projector lost its database connection: %s", e)
+            except Exception:
+                log.exception("projector stopped by an unexpected error; restarting")
+            self.is_leader = False
+            self._table = None
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    # -- one connection's life ------------------------------------------------
+
+    def _serve(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"LISTEN {EVENTS_TABLE}")
+        conn.execute(f"LISTEN {st.CONTROL_CHANNEL}")
+        narrow = False
+        while not self._stop.is_set():
+            if not self.is_leader:
+                self.is_leader = self._try_lead(conn)
+                if not self.is_leader:
+                    self._wait(conn)
+                    continue
+            status = st.read_status(conn, self.name)
+            if status is not None and status.rebuild_requested and self._start_rebuild:
+                self._start_rebuild()
+            if self.failed:
+                self.failed = status is not None and status.error is not None
+                if self.failed:
+                    self._wait(conn)
+                    continue
+            try:
+                applied = self._apply_batch(conn, 1 if narrow else self.batch_size)
+                narrow = False
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as e:
+                # The database refused a row. Retry one event at a time, to
+                # commit everything before the culprit and name it.
+                if narrow:
+                    self._fail(conn, self._culprit(conn, str(e)))
+                narrow = True
+                continue
+            if applied < self.batch_size:
+                self._wait(conn)
+
+    def _try_lead(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s)", (st.leader_lock(self.name),)
+        ).fetchone()
+        if not (row and row[0]):
+            return False
+        log.info("projector %s is now active for %r", self.identity, self.name)
+        with conn.transaction():
+            status = st.read_status(conn, self.name)
+            if status is not None and status.error is not None:
+                # A new leader is the operator's retry: try the failed event again.
+                st.write_status(conn, self.name, error=None)
+            if status is not None and status.version != self.projection.version:
+                log.warning(
+                    "users table is version %s, this projector is %s: rebuilding",
+                    status.version,
+                    self.projection.version,
+                )
+                if status.rebuild_requested is None:
+                    conn.execute(
+                        f"UPDATE {st.STATUS_TABLE} SET rebuild_requested = now() WHERE name = %s",
+                        (self.name,),
+                    )
+        self.failed = False
+        return True
+
+    def _wait(self, conn: psycopg.Connection[Any]) -> None:
+        """Until an event is appended, a control message arrives, or a poll is due."""
+        for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
+            break
+        for _ in conn.notifies(timeout=0):
+            pass  # several appends wake the projector once
+
+    def _live_table(self, conn: psycopg.Connection[Any], version: str) -> Table:
+        if self._table is None or self._table_version != version:
+            self._table = users_table.describe(conn, users_table.LIVE_SCHEMA, self.projection)
+            self._table_version = version
+        return self._table
+
+    def _apply_batch(self, conn: psycopg.Connection[Any], limit: int) -> int:
+        with conn.transaction():
+            # Waits while a rebuild swaps a new table in.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (st.table_lock(self.name),))
+            status = st.read_status(conn, self.name)
+            table = self._live_table(conn, status.version if status else "")
+            position = st.read_position(conn, self.name, lock=True)
+            rows = conn.execute(_SELECT_EVENTS, (position, limit)).fetchall()
+            if not rows:
+                return 0
+            recorded, failure = decode_rows(self.ledger, rows)
+            last, apply_failure = apply_events(conn, table, recorded)
+            failure = apply_failure or failure
+            if last is not None:
+                st.record_position(self._tracking, conn, self.name, last)
+                conn.execute("SELECT pg_notify(%s, %s)", (st.POSITION_CHANNEL, str(last)))
+        if failure is not None:
+            self._fail(conn, failure)
+        applied = len(rows) if failure is None else 0
+        if self._on_batch is not None and last is not None:
+            self._on_batch(len(rows), last)
+        return applied
+
+    def _culprit(self, conn: psycopg.Connection[Any], message: str) -> Failure:
+        position = st.read_position(conn, self.name, lock=False)
+        rows = conn.execute(_SELECT_EVENTS, (position, 1)).fetchall()
+        if not rows:
+            return Failure(position, "", 0, "", message)
+        recorded, failure = decode_rows(self.ledger, rows)
+        if failure is not None:
+            return failure
+        event = recorded[0].event
+        return Failure(
+            recorded[0].position,
+            event.originator_id,
+            event.originator_version,
+            EVENT_TYPES.get(type(event), type(event).__name__),
+            message,
+        )
+
+    def _fail(self, conn: psycopg.Connection[Any], failure: Failure) -> None:
+        log.error(
+            "projection %r cannot apply the event at position %d: %s",
+            self.name,
+            failure.position,
+            failure.message,
+        )
+        with conn.transaction():
+            st.write_status(conn, self.name, error=failure.as_dict())
+        self.failed = True
+
+
+def wait_for_position(database: Database, name: str, position: int, timeout: float = 10.0) -> bool:
+    """Block until the projection has applied `position` (for scripts and tests)."""
+    deadline = time.monotonic() + timeout
+    with database.connect() as conn:
+        conn.execute(f"LISTEN {st.POSITION_CHANNEL}")
+        while True:
+            if st.read_position(conn, name, lock=False) >= position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for _ in conn.notifies(timeout=min(remaining, 0.2), stop_after=1):
+                break

@@ -1,0 +1,420 @@
+"""Rebuild the users table from history beside the live one, then swap it in.
+
+1. copy: in one REPEATABLE READ snapshot, stream every event in (user, version)
+   order, fold each user's events into one row, and COPY the rows into a fresh
+   table in a staging schema. Memory holds one user at a time.
+2. verify: read the new table back and compare its row count and a checksum
+   with those of the rows the replay produced.
+3. catch up: apply the events recorded since the snapshot, as the projector
+   does, until the new table is close to the head.
+4. swap: in one transaction, holding the lock every write to the live table
+   takes, apply the last few events, drop the live table, move the new one into
+   its place and hand over the tracking position. Readers wait for the swap's
+   lock at most a moment, and then read the new table; none sees a missing or
+   half-built one. https://www.postgresql.org/docs/current/sql-altertable.html
+
+Commands keep being recorded throughout, and the live projector keeps the live
+table current until the swap. A rebuild killed at any point leaves the live
+table as it was; the next one drops the leftover staging schema and starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ledger.application import EVENTS_TABLE, Ledger
+from ledger.db import Database
+from projections import status as st
+from projections import users_table
+from projections.history import ReplayError, replay_all
+from projections.projector import Failure, apply_events, decode_rows
+from projections.users import UsersProjection
+from projections.users_table import Table
+
+log = logging.getLogger(__name__)
+
+STAGING_SCHEMA = "ledger_rebuild"
+SWAP_LOCK_TIMEOUT = "3s"
+CATCH_UP_BATCH = 5000
+
+_EVENTS_AFTER = (
+    "SELECT notification_id, originator_id, originator_version, topic, state "
+    f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+)
+
+
+class RebuildError(Exception):
+    """The rebuild stopped; the live table is as it was."""
+
+
+class RebuildInProgress(RebuildError):
+    pass
+
+
+@dataclass
+class Progress:
+    phase: str
+    position: int = 0
+    target: int = 0
+    events: int = 0
+    users: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.events / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        return max(self.target - self.events, 0) / rate if rate > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        eta = self.eta
+        return {
+            "phase": self.phase,
+            "position": self.position,
+            "target": self.target,
+            "events": self.events,
+            "users": self.users,
+            "events_per_second": round(self.rate, 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+        }
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    version: str
+    users: int
+    events: int
+    position: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def row_digest(row: tuple[Any, ...]) -> int:
+    """A digest of a row's values that does not depend on how they were read."""
+    normalized = tuple(v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v for v in row)
+    return int.from_bytes(hashlib.blake2b(repr(normalized).encode(), digest_size=8).digest())
+
+
+class Rebuild:
+    def __init__(
+        self,
+        database: Database,
+        ledger: Ledger,
+        projection: UsersProjection | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        report_every: float = 0.5,
+    ) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.projection = projection or UsersProjection()
+        self.name = self.projection.name
+        self.staging_tracking = f"{self.name}:rebuild"
+        self._on_progress = on_progress
+        self._report_every = report_every
+        self._last_report = 0.0
+        self._tracking = st.tracking_recorder(ledger.datastore)
+
+    def run(self) -> RebuildResult:
+        started = time.monotonic()
+        requested_before = datetime.now(UTC)
+        with self.database.connect() as control:
+            got = control.execute(
+                "SELECT pg_try_advisory_lock(%s)", (st.rebuild_lock(self.name),)
+            ).fetchone()
+            if not (got and got[0]):
+                raise RebuildInProgress(f"a rebuild of {self.name!r} is already running")
+            try:
+                return self._run(control, started, requested_before)
+            except RebuildError as e:
+                # It would fail the same way again: report it, and stop asking.
+                with _quietly():
+                    st.write_status(
+                        control,
+                        self.name,
+                        rebuild={"phase": "failed", "error": str(e)},
+                        rebuild_requested=None,
+                    )
+                raise
+            except Exception as e:
+                # A lost connection, say: the request stands, and is tried again.
+                with _quietly():
+                    st.write_status(
+                        control, self.name, rebuild={"phase": "interrupted", "error": str(e)}
+                    )
+                raise
+            finally:
+                with _quietly():
+                    drop_staging(control)
+
+    def _run(
+        self, control: psycopg.Connection[Any], started: float, requested_before: datetime
+    ) -> RebuildResult:
+        drop_staging(control)
+        with control.transaction():
+            users_table.create(control, STAGING_SCHEMA, self.projection)
+        table = users_table.describe(control, STAGING_SCHEMA, self.projection)
+
+        progress = Progress("copying")
+        target, users, checksum = self._copy(table, progress, control)
+        progress.phase = "verifying"
+        self._report(progress, control, force=True)
+        self._verify(control, table, users, checksum)
+
+        progress.phase = "catching-up"
+        position = self._catch_up(control, table, target, progress)
+        progress.phase = "swapping"
+        self._report(progress, control, force=True)
+        position = self._swap(control, table, position, progress, requested_before)
+        progress.phase = "done"
+        progress.position = position
+        self._report(progress, control, force=True)
+        return RebuildResult(
+            self.projection.version,
+            users,
+            progress.events,
+            position,
+            time.monotonic() - started,
+        )
+
+    # -- 1. copy --------------------------------------------------------------
+
+    def _copy(
+        self, table: Table, progress: Progress, control: psycopg.Connection[Any]
+    ) -> tuple[int, int, int]:
+        """Fold every user's history into the staging table, from one snapshot.
+        Returns the snapshot's head position, the row count and their checksum."""
+        users = 0
+        checksum = 0
+        with self.database.connect(autocommit=False) as reader, self.database.connect() as writer:
+            reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            reader.read_only = True
+            target = st.head(reader)
+            progress.target = target
+            self._report(progress, control, force=True)
+
+            def rows() -> Iterator[tuple[Any, ...]]:
+                nonlocal users, checksum
+
+                def on_event(position: int) -> None:
+                    progress.events += 1
+                    if progress.events % 10_000 == 0:
+                        progress.position = position
+                        self._report(progress, control)
+
+                for state, position in replay_all(self.ledger, reader, target, on_event=on_event):
+                    row = table.row(state, position)
+                    users += 1
+                    checksum = (checksum + row_digest(row)) % 2**64
+                    progress.users = users
+                    yield row
+
+            try:
+                with writer.transaction():
+                    table.copy(writer, rows())
+                    st.reset_position(writer, self.staging_tracking, target)
+            except ReplayError as e:
+                raise RebuildError(str(e)) from e
+            reader.rollback()
+        progress.position = target
+        return target, users, checksum
+
+    # -- 2. verify ------------------------------------------------------------
+
+    def _verify(
+        self, control: psycopg.Connection[Any], table: Table, users: int, checksum: int
+    ) -> None:
+        found_users = 0
+        found_checksum = 0
+        with control.transaction():
+            for state, position in table.scan(control):
+                found_users += 1
+                found_checksum = (found_checksum + row_digest(table.row(state, position))) % 2**64
+        if (found_users, found_checksum) != (users, checksum):
+            raise RebuildError(
+                f"the new table does not match the replay: {found_users} rows with checksum "
+                f"{found_checksum:016x}, expected {users} with {checksum:016x}"
+            )
+
+    # -- 3. catch up ------------------------------------------------------------
+
+    def _catch_up(
+        self, conn: psycopg.Connection[Any], table: Table, position: int, progress: Progress
+    ) -> int:
+        """Apply events recorded since the snapshot until few are left."""
+        while True:
+            with conn.transaction():
+                applied, position = self._apply_after(conn, table, position, progress)
+            if applied < CATCH_UP_BATCH:
+                return position
+
+    def _apply_after(
+        self, conn: psycopg.Connection[Any], table: Table, position: int, progress: Progress
+    ) -> tuple[int, int]:
+        rows = conn.execute(_EVENTS_AFTER, (position, CATCH_UP_BATCH)).fetchall()
+        if not rows:
+            return 0, position
+        recorded, failure = decode_rows(self.ledger, rows)
+        last, apply_failure = apply_events(conn, table, recorded)
+        failure = apply_failure or failure
+        if failure is not None:
+            raise RebuildError(_describe(failure))
+        assert last is not None
+        st.record_position(self._tracking, conn, self.staging_tracking, last)
+        progress.events += len(rows)
+        progress.position = last
+        progress.target = max(progress.target, last)
+        return len(rows), last
+
+    # -- 4. swap --------------------------------------------------------------
+
+    def _swap(
+        self,
+        conn: psycopg.Connection[Any],
+        table: Table,
+        position: int,
+        progress: Progress,
+        requested_before: datetime,
+    ) -> int:
+        for attempt in range(1, 6):
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+                    # Waits for the live projector's batch in flight, and holds
+                    # off its next one until the new table is in place.
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (st.table_lock(self.name),))
+                    while True:
+                        applied, position = self._apply_after(conn, table, position, progress)
+                        if applied < CATCH_UP_BATCH:
+                            break
+                    live = sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live))
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                            table.ident, sql.Identifier(users_table.LIVE_SCHEMA)
+                        )
+                    )
+                    st.reset_position(conn, self.name, position)
+                    st.drop_position(conn, self.staging_tracking)
+                    conn.execute(
+                        f"UPDATE {st.STATUS_TABLE} SET version = %s, error = NULL, rebuild = NULL, "
+                        "rebuild_requested = CASE WHEN rebuild_requested <= %s THEN NULL "
+                        "ELSE rebuild_requested END, updated_at = now() WHERE name = %s",
+                        (self.projection.version, requested_before, self.name),
+                    )
+                    conn.execute("SELECT pg_notify(%s, %s)", (st.POSITION_CHANNEL, str(position)))
+                    conn.execute("SELECT pg_notify(%s, '')", (st.CONTROL_CHANNEL,))
+                log.info("swapped in the rebuilt %r table at position %d", self.name, position)
+                return position
+            except psycopg.errors.LockNotAvailable:
+                log.warning("swap attempt %d could not get its locks in time; retrying", attempt)
+                time.sleep(0.2 * attempt)
+        raise RebuildError("could not swap the new table in: the live table stayed busy")
+
+    # -- reporting ----------------------------------------------------------------
+
+    def _report(
+        self, progress: Progress, control: psycopg.Connection[Any], *, force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < self._report_every:
+            return
+        self._last_report = now
+        if self._on_progress is not None:
+            self._on_progress(progress)
+        with _quietly():
+            st.write_status(control, self.name, rebuild=progress.as_dict())
+
+
+def drop_staging(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(STAGING_SCHEMA)))
+
+
+def _describe(failure: Failure) -> str:
+    return (
+        f"cannot apply the event at position {failure.position} ({failure.event_type}, "
+        f"{failure.user_id!r} version {failure.version}): {failure.message}"
+    )
+
+
+class _quietly:
+    """Best-effort bookkeeping: a status row that cannot be written is no reason
+    to fail a rebuild, or to hide the error that stopped it."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is not None and issubclass(exc_type, psycopg.Error):
+            log.warning("could not record rebuild progress", exc_info=True)
+            return True
+        return False
+
+
+class BackgroundRebuilds:
+    """Runs requested rebuilds on a thread of this process, one at a time. The
+    active projector calls `request()` while its status row asks for one."""
+
+    def __init__(
+        self,
+        database: Database,
+        ledger: Ledger,
+        projection: UsersProjection | None = None,
+        *,
+        retry_after: float = 5.0,
+    ) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.projection = projection or UsersProjection()
+        self.retry_after = retry_after
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last_start = -retry_after
+
+    def request(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            if time.monotonic() - self._last_start < self.retry_after:
+                return
+            self._last_start = time.monotonic()
+            self._thread = threading.Thread(target=self._run, name="ledger-rebuild", daemon=True)
+            self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            result = Rebuild(self.database, self.ledger, self.projection).run()
+            log.info(
+                "rebuilt %r: %d users from %d events in %.1fs (%.0f events/s)",
+                self.projection.name,
+                result.users,
+                result.events,
+                result.seconds,
+                result.events_per_second,
+            )
+        except RebuildInProgress:
+            pass
+        except Exception:
+            log.exception("rebuild of %r failed", self.projection.name)

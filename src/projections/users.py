@@ -1,0 +1,66 @@
+"""The users projection: what its table holds, and how a user's state becomes a row."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ledger.domain import UserState
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "db" / "schema.sql"
+
+_STATE_FIELDS = frozenset(f.name for f in fields(UserState))
+
+
+def _read_schema() -> str:
+    return SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class UsersProjection:
+    """A version of the users table.
+
+    Every column is a field of `UserState` (the one fold's output) or `position`.
+    To add a column derived from history, add it to the DDL and to `columns`;
+    fields of the state that the table does not keep (the lifetime totals, in
+    the stock table) are not written. Bump `code_version` when the way rows are
+    computed changes; an edit of the DDL changes `version` by itself, and
+    either makes the projector rebuild the table from history on its next start.
+    """
+
+    name: str = "users"
+    code_version: int = 1
+    schema_sql: str = field(default_factory=_read_schema, repr=False)
+    columns: tuple[str, ...] = (
+        "id",
+        "level",
+        "renewal_period",
+        "free_credits",
+        "free_chat_messages",
+        "version",
+        "position",
+        "updated_at",
+    )
+
+    def __post_init__(self) -> None:
+        unknown = set(self.columns) - _STATE_FIELDS - {"position"}
+        if unknown or self.columns[0] != "id":
+            raise ValueError(f"columns must start with id and name state fields: {unknown}")
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256(self.schema_sql.encode()).hexdigest()[:12]
+        return f"{self.code_version}.{digest}"
+
+    def row(self, state: UserState, position: int) -> tuple[Any, ...]:
+        return tuple(
+            position if column == "position" else getattr(state, column) for column in self.columns
+        )
+
+    def state(self, row: Mapping[str, Any]) -> UserState:
+        """The state a row records, to fold further events onto. Totals the table
+        does not keep start from 0; they are never written back."""
+        return UserState(**{k: v for k, v in row.items() if k in _STATE_FIELDS})
