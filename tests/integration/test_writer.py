@@ -1,0 +1,179 @@
+"""The command writer on real PostgreSQL: group commit, concurrency, idempotency."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from ledger.application import Ledger
+from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
+from ledger.db import Database
+from ledger.domain import Cause
+from ledger.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    LedgerError,
+    UserNotFound,
+)
+from ledger.idempotency import IdempotencyKey
+from ledger.writer import Accepted, CommandWriter
+
+CAUSE = Cause("service", "key_test", "req_test", None)
+
+
+def outcome(future: Future[Accepted]) -> Accepted | LedgerError:
+    try:
+        return future.result(timeout=30)
+    except LedgerError as e:
+        return e
+
+
+def count_events(ledger: Ledger, user_id: str) -> int:
+    return len(ledger.user_events(user_id))
+
+
+def test_a_command_is_answered_with_its_event_and_the_state_after_it(
+    writer: CommandWriter,
+) -> None:
+    registered = writer.execute(RegisterUser("alice"), CAUSE)
+    spent = writer.execute(SpendCredits("alice", 3, "image"), CAUSE)
+    assert registered.event["type"] == "UserRegistered"
+    assert spent.event["type"] == "CreditsSpent"
+    assert spent.event["data"] == {"amount": 3, "reason": "image"}
+    assert spent.event["position"] > registered.event["position"]
+    assert spent.user["free_credits"] == 7
+    assert spent.user["version"] == 2
+    assert spent.user["position"] == spent.event["position"]
+    assert spent.event["metadata"]["actor_role"] == "service"
+
+
+def test_forty_concurrent_spends_of_ten_credits_give_ten_successes(
+    ledger: Ledger, writer: CommandWriter
+) -> None:
+    writer.execute(RegisterUser("hot"), CAUSE)
+    start = threading.Barrier(40)
+
+    def spend() -> Accepted | LedgerError:
+        start.wait()
+        return outcome(writer.submit(SpendCredits("hot", 1), CAUSE))
+
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(lambda _: spend(), range(40)))
+    accepted = [r for r in results if isinstance(r, Accepted)]
+    refused = [r for r in results if isinstance(r, InsufficientBalance)]
+    assert (len(accepted), len(refused)) == (10, 30)
+    assert sorted(a.user["free_credits"] for a in accepted) == list(range(10))
+    assert count_events(ledger, "hot") == 11
+
+
+def test_two_writers_on_one_database_never_overdraw(ledger: Ledger, database: Database) -> None:
+    # Two writers stand for two API processes: each has its own cache of users.
+    other_ledger = Ledger.open(database)
+    first, second = CommandWriter(ledger), CommandWriter(other_ledger)
+    first.start()
+    second.start()
+    try:
+        first.execute(RegisterUser("shared"), CAUSE)
+        second.execute(SpendCredits("shared", 1), CAUSE)  # both now cache the user
+        first.execute(SpendCredits("shared", 1), CAUSE)
+        futures = [
+            (first if i % 2 else second).submit(SpendCredits("shared", 1), CAUSE) for i in range(30)
+        ]
+        results = [outcome(f) for f in futures]
+    finally:
+        first.stop()
+        second.stop()
+        other_ledger.close()
+    assert sum(isinstance(r, Accepted) for r in results) == 8
+    assert all(isinstance(r, Accepted | InsufficientBalance) for r in results)
+    assert count_events(ledger, "shared") == 11
+
+
+def test_a_refused_command_refuses_only_itself(ledger: Ledger) -> None:
+    writer = CommandWriter(ledger)  # not started: one transaction, in this thread
+    results = writer.execute_together(
+        [
+            (RegisterUser("carol"), CAUSE),
+            (SpendCredits("carol", 4), CAUSE),
+            (SpendCredits("carol", 7), CAUSE),  # only 6 left: refused
+            (SpendCredits("nobody", 1), CAUSE),
+            (SpendChatMessages("carol", 2), CAUSE),
+            (SpendCredits("carol", 6), CAUSE),
+        ]
+    )
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == [
+        "Accepted",
+        "Accepted",
+        "InsufficientBalance",
+        "UserNotFound",
+        "Accepted",
+        "Accepted",
+    ]
+    last = results[-1]
+    assert isinstance(last, Accepted)
+    assert last.user["free_credits"] == 0
+    assert [e.event.originator_version for e in ledger.user_events("carol")] == [1, 2, 3, 4]
+
+
+def test_a_repeated_idempotency_key_returns_the_first_outcome(
+    ledger: Ledger, writer: CommandWriter
+) -> None:
+    writer.execute(RegisterUser("dave"), CAUSE)
+    key = IdempotencyKey("key_test", "spend-1")
+    first = writer.execute(SpendCredits("dave", 2), CAUSE, key)
+    again = writer.execute(SpendCredits("dave", 2), CAUSE, key)
+    assert again.replayed and not first.replayed
+    assert (again.event, again.user) == (first.event, first.user)
+    assert count_events(ledger, "dave") == 2
+    with pytest.raises(IdempotencyKeyReused):
+        writer.execute(SpendCredits("dave", 3), CAUSE, key)
+    # Another API key's "spend-1" is another key.
+    other = writer.execute(SpendCredits("dave", 3), CAUSE, IdempotencyKey("key_other", "spend-1"))
+    assert other.user["free_credits"] == 5
+
+
+def test_a_refusal_is_remembered_under_its_idempotency_key(
+    ledger: Ledger, writer: CommandWriter
+) -> None:
+    key = IdempotencyKey("key_test", "early")
+    with pytest.raises(UserNotFound):
+        writer.execute(SpendCredits("erin", 1), CAUSE, key)
+    writer.execute(RegisterUser("erin"), CAUSE)
+    with pytest.raises(UserNotFound):
+        writer.execute(SpendCredits("erin", 1), CAUSE, key)
+    assert count_events(ledger, "erin") == 1
+
+
+def test_concurrent_requests_with_one_key_record_one_event(
+    ledger: Ledger, writer: CommandWriter
+) -> None:
+    writer.execute(RegisterUser("frank"), CAUSE)
+    key = IdempotencyKey("key_test", "same")
+    start = threading.Barrier(20)
+
+    def send() -> Accepted | LedgerError:
+        start.wait()
+        return outcome(writer.submit(GrantCredits("frank", 5), CAUSE, key))
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: send(), range(20)))
+    accepted = [r for r in results if isinstance(r, Accepted)]
+    assert all(isinstance(r, Accepted | IdempotencyKeyInUse) for r in results)
+    assert accepted and all(a.event == accepted[0].event for a in accepted)
+    assert count_events(ledger, "frank") == 2
+
+
+def test_commands_answered_after_stop_are_refused_not_lost(ledger: Ledger) -> None:
+    writer = CommandWriter(ledger)
+    writer.start()
+    futures = [writer.submit(RegisterUser(f"user{i}"), CAUSE) for i in range(50)]
+    writer.stop()
+    results = [outcome(f) for f in futures]
+    late = outcome(writer.submit(RegisterUser("late"), CAUSE))
+    assert all(isinstance(r, Accepted) for r in results)
+    assert isinstance(late, LedgerError)
+    assert count_events(ledger, "late") == 0
