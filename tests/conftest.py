@@ -18,12 +18,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from tests.helpers import BackgroundWriter
 
 from api.bootstrap import init_database
 from api.embedded import start as start_embedded
 from ledger.application import Ledger
 from ledger.db import Database
-from ledger.writer import CommandWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = uuid.uuid4().hex[:8]
@@ -84,8 +84,7 @@ def ledger(database: Database) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def writer(ledger: Ledger) -> Iterator[CommandWriter]:
-    writer = CommandWriter(ledger)
-    writer.start()
+def writer(ledger: Ledger, database: Database) -> Iterator[BackgroundWriter]:
+    writer = BackgroundWriter(ledger, database)
     yield writer
     writer.stop()

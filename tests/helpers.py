@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
+from ledger.application import Ledger
+from ledger.commands import Command
 from ledger.db import Database
+from ledger.domain import Cause
+from ledger.idempotency import IdempotencyKey
+from ledger.writer import Accepted, CommandWriter, Result
 from projections import status as st
+
+T = TypeVar("T")
 
 
 def projection_position(database: Database, name: str = "users") -> int:
@@ -57,3 +67,37 @@ def rows(database: Database, query: str, params: tuple[Any, ...] = ()) -> list[t
     with database.connect() as conn:
         cursor = conn.execute(query, params)  # type: ignore[arg-type]
         return cursor.fetchall() if cursor.description else []
+
+
+class BackgroundWriter:
+    """A CommandWriter on an event loop of its own, for synchronous tests: many
+    threads may submit at once, as many requests would."""
+
+    def __init__(self, ledger: Ledger, database: Database, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.writer = CommandWriter(ledger, database, **options)
+        self._call(self.writer.start())
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+
+    def submit(
+        self, command: Command, cause: Cause, key: IdempotencyKey | None = None
+    ) -> concurrent.futures.Future[Accepted]:
+        return asyncio.run_coroutine_threadsafe(self.writer.execute(command, cause, key), self.loop)
+
+    def execute(
+        self, command: Command, cause: Cause, key: IdempotencyKey | None = None
+    ) -> Accepted:
+        return self.submit(command, cause, key).result(60)
+
+    def execute_together(self, commands: Sequence[tuple[Command, Cause]]) -> list[Result]:
+        return self._call(self.writer.execute_together(commands))
+
+    def stop(self) -> None:
+        self._call(self.writer.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import problems
 from api.bootstrap import Services, build_services, resolve_database
-from api.middleware import BodyLimit, RequestId
+from api.middleware import Edge
 from api.routers import events, health, projections, users
 from api.settings import Settings
 from api.waiting import PositionWatcher
@@ -44,7 +45,8 @@ class Reads:
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services.start()
+        _tune_garbage_collector(services.settings.gc_threshold)
+        await services.start()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             services.database.conninfo(),
             min_size=1,
@@ -62,7 +64,7 @@ def create_app(services: Services) -> FastAPI:
         finally:
             await watcher.stop()
             await pool.close()
-            services.stop()
+            await services.stop()
 
     app = FastAPI(
         title="Credit ledger",
@@ -74,9 +76,18 @@ def create_app(services: Services) -> FastAPI:
     problems.install(app)
     for module in (users, events, projections, health):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit)
-    app.add_middleware(RequestId)
+    app.add_middleware(Edge)
     return app
+
+
+def _tune_garbage_collector(threshold: int) -> None:
+    """Every request allocates thousands of short-lived objects; with CPython's
+    default threshold (700) the collector runs every few requests and shows in
+    the tail latency. Objects made at start-up never die: freeze them out of
+    its way. https://docs.python.org/3/library/gc.html#gc.freeze"""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, 20, 100)
 
 
 def app_from_env() -> FastAPI:

@@ -4,6 +4,9 @@ the edges together. Tests build their own services here, differently."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -67,58 +70,77 @@ def keyring(settings: Settings) -> tuple[Keyring, str | None]:
 
 @dataclass
 class Services:
+    """What an API process needs. The projector runs in a process of its own
+    (see `run_projector`): sharing the API's interpreter, its database round
+    trips would contend with the event loop for the GIL."""
+
     settings: Settings
     database: Database
     ledger: Ledger
     writer: CommandWriter
-    projector: Projector | None
-    rebuilds: BackgroundRebuilds
     keyring: Keyring
     metrics: Metrics
     projection: UsersProjection
 
-    def start(self) -> None:
-        self.ledger.datastore.register_type_adapters()
-        self.writer.start()
-        if self.projector is not None:
-            self.projector.start()
+    async def start(self) -> None:
+        await self.writer.start()
 
-    def stop(self) -> None:
-        self.writer.stop()
-        if self.projector is not None:
-            self.projector.stop()
-        self.rebuilds.join(timeout=1.0)
+    async def stop(self) -> None:
+        await self.writer.stop()
         self.ledger.close()
 
 
 def build_services(
-    settings: Settings,
-    database: Database,
-    *,
-    projection: UsersProjection | None = None,
-    run_projector: bool | None = None,
+    settings: Settings, database: Database, *, projection: UsersProjection | None = None
 ) -> Services:
     projection = projection or UsersProjection()
     ledger = Ledger.open(database, pool_size=settings.pool_size, max_overflow=8)
     metrics = Metrics()
     writer = CommandWriter(
         ledger,
+        database,
         max_batch=settings.group_commit_max_batch,
         window=settings.group_commit_window_ms / 1000,
         cache_size=settings.cache_size,
         on_batch=metrics.on_batch,
     )
-    rebuilds = BackgroundRebuilds(database, ledger, projection)
-    projector = None
-    if settings.projector if run_projector is None else run_projector:
-        projector = Projector(
-            database,
-            ledger,
-            projection,
-            batch_size=settings.projector_batch_size,
-            start_rebuild=rebuilds.request,
-        )
     keys, _ = keyring(settings)
-    return Services(
-        settings, database, ledger, writer, projector, rebuilds, keys, metrics, projection
+    return Services(settings, database, ledger, writer, keys, metrics, projection)
+
+
+def run_projector(database: Database, settings: Settings, stop: threading.Event) -> None:
+    """Lead (or stand by as) the users projector, and run the rebuilds it is
+    asked for, until `stop` is set."""
+    ledger = Ledger.open(database)
+    rebuilds = BackgroundRebuilds(database, ledger)
+    projector = Projector(
+        database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request
     )
+    projector.start()
+    try:
+        stop.wait()
+    finally:
+        projector.stop()
+        rebuilds.join(timeout=5)
+        ledger.close()
+
+
+def projector_process(url: str, parent: int) -> None:
+    """The entry point of `ledger serve`'s projector process. It stops on
+    SIGTERM or SIGINT, and when its parent is gone (even by kill -9)."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def watch_parent() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    run_projector(Database(url), settings, stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -15,17 +16,22 @@ from typing import Any
 import orjson
 
 from api import importing
-from api.bootstrap import build_services, init_database, keyring, resolve_database
+from api.bootstrap import (
+    build_services,
+    init_database,
+    keyring,
+    projector_process,
+    resolve_database,
+    run_projector,
+)
 from api.progress import ProgressBar
 from api.settings import Settings
 from ledger.application import Ledger
 from ledger.db import Database
 from ledger.views import timestamp
-from ledger.writer import CommandWriter
 from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user
 from projections.history import state_at, timeline
-from projections.projector import Projector
-from projections.rebuild import BackgroundRebuilds, Progress, Rebuild, RebuildError
+from projections.rebuild import Progress, Rebuild, RebuildError
 
 log = logging.getLogger("ledger")
 
@@ -83,30 +89,32 @@ def serve(args: argparse.Namespace) -> int:
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
-    if settings.workers > 1:
-        os.environ["LEDGER_DATABASE_URL"] = database.url
-        os.environ["LEDGER_PROJECTOR"] = "1" if settings.projector else "0"
-        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)
-    else:
-        uvicorn.run(create_app(build_services(settings, database)), **common)
+    projector = None
+    if settings.projector:
+        context = multiprocessing.get_context("spawn")
+        projector = context.Process(
+            target=projector_process, args=(database.url, os.getpid()), name="ledger-projector"
+        )
+        projector.start()
+    try:
+        if settings.workers > 1:
+            os.environ["LEDGER_DATABASE_URL"] = database.url
+            uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)
+        else:
+            uvicorn.run(create_app(build_services(settings, database)), **common)
+    finally:
+        if projector is not None:
+            projector.terminate()
+            projector.join(15)
     return 0
 
 
 def project(args: argparse.Namespace) -> int:
     settings = _settings(args)
     database = _database(settings)
-    ledger = Ledger.open(database)
-    rebuilds = BackgroundRebuilds(database, ledger)
-    projector = Projector(
-        database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request
-    )
     stop = _stop_on_signals()
     print(f"Projecting into the users table of {database.name}; Ctrl-C stops.", flush=True)
-    projector.start()
-    stop.wait()
-    projector.stop()
-    rebuilds.join(timeout=5)
-    ledger.close()
+    run_projector(database, settings, stop)
     return 0
 
 
@@ -310,7 +318,7 @@ def import_(args: argparse.Namespace) -> int:
     database = _database(_settings(args))
     ledger = Ledger.open(database)
     try:
-        report = importing.run(CommandWriter(ledger), parsed, skip_bad=args.skip_bad)
+        report = importing.run(ledger, database, parsed, skip_bad=args.skip_bad)
     finally:
         ledger.close()
     skipped = f", skipped {len(report.bad)} bad rows" if report.bad else ""
@@ -336,6 +344,7 @@ def generate(args: argparse.Namespace) -> int:
     try:
         recorded = run_generate(
             ledger,
+            database,
             users=args.users,
             events=args.events,
             legacy_fraction=args.legacy_fraction,

@@ -1,14 +1,22 @@
-"""Dependencies, declared once as Annotated aliases."""
+"""Dependencies, declared once as Annotated aliases.
+
+Each route has one dependency: it checks the caller's key and role first (a
+request without a valid key gets 401 whatever else is wrong with it), then
+hands the route what it needs. Dependencies are coroutines, because FastAPI
+runs plain functions on a thread pool, and one thread hop per dependency costs
+more than the work they do.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import re
 import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -21,85 +29,102 @@ from ledger.errors import LedgerError
 from ledger.idempotency import IdempotencyKey
 
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+#: How the Idempotency-Key header appears in the OpenAPI of each command.
+IDEMPOTENCY_KEY_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "maxLength": 255},
+            "description": "Up to 255 printable ASCII characters. A retry with the same key "
+            "and the same request returns the first response (with `Idempotent-Replayed: true`) "
+            "and records nothing new; the same key with another request is refused (422).",
+        }
+    ]
+}
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def _authenticate(request: Request) -> Principal:
+def _authorize(request: Request, role: Role) -> tuple[Services, Principal]:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if not header or scheme.lower() != "bearer" or not key.strip():
         raise HTTPException(
             401, "send an API key: Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
         )
-    principal = get_services(request).keyring.identify(key.strip())
+    services: Services = request.app.state.services
+    principal = services.keyring.identify(key.strip())
     if principal is None:
         raise HTTPException(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
-    return principal
+    if principal.role < role:
+        raise HTTPException(
+            403, f"this needs the {role.name.lower()} role; the key is {principal.role_name}"
+        )
+    return services, principal
 
 
-def _require(role: Role) -> Callable[[Request], Principal]:
-    def check(request: Request) -> Principal:
-        principal = _authenticate(request)
-        if principal.role < role:
-            raise HTTPException(
-                403, f"this needs the {role.name.lower()} role; the key is {principal.role_name}"
-            )
-        return principal
+def _access(role: Role) -> Callable[[Request], Awaitable[Services]]:
+    async def access(request: Request) -> Services:
+        services, _ = _authorize(request, role)
+        return services
 
-    return check
+    return access
 
 
-Reader = Annotated[Principal, Depends(_require(Role.READER))]
-ServiceRole = Annotated[Principal, Depends(_require(Role.SERVICE))]
-Admin = Annotated[Principal, Depends(_require(Role.ADMIN))]
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who sent a command, and how to answer it."""
 
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        description="Up to 255 printable ASCII characters. A retry with the same key "
-        "and the same request returns the first response and records nothing new.",
-    ),
-]
+    services: Services
+    principal: Principal
+    request_id: str
+    idempotency_key: str | None
+
+    async def run(self, command: Command, status: int) -> Response:
+        """Hand the command to the writer; answer with its event and user."""
+        principal, header = self.principal, self.idempotency_key
+        key = IdempotencyKey(principal.key_id, header) if header else None
+        cause = Cause(principal.role_name, principal.key_id, self.request_id, header)
+        name = type(command).__name__
+        metrics = self.services.metrics
+        started = time.perf_counter()
+        try:
+            accepted = await self.services.writer.submit(command, cause, key)
+        except LedgerError as e:
+            metrics.commands.labels(name, e.code).inc()
+            raise
+        finally:
+            metrics.command_seconds.labels(name).observe(time.perf_counter() - started)
+        metrics.commands.labels(name, "ok").inc()
+        headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+        body = orjson.dumps({"event": accepted.event, "user": accepted.user})
+        return Response(body, status, headers=headers, media_type="application/json")
 
 
-def request_id(request: Request) -> str:
-    return str(request.scope.get(REQUEST_ID_KEY, ""))
+def _command(role: Role) -> Callable[[Request], Awaitable[CommandContext]]:
+    async def context(request: Request) -> CommandContext:
+        services, principal = _authorize(request, role)
+        header = request.headers.get("idempotency-key")
+        if header is not None and not _IDEMPOTENCY_KEY.fullmatch(header):
+            raise HTTPException(422, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+        request_id = str(request.scope.get(REQUEST_ID_KEY, ""))
+        return CommandContext(services, principal, request_id, header)
+
+    return context
 
 
-RequestIdDep = Annotated[str, Depends(request_id)]
+ReaderAccess = Annotated[Services, Depends(_access(Role.READER))]
+AdminAccess = Annotated[Services, Depends(_access(Role.ADMIN))]
+ServiceCommand = Annotated[CommandContext, Depends(_command(Role.SERVICE))]
+AdminCommand = Annotated[CommandContext, Depends(_command(Role.ADMIN))]
 
 
-async def dispatch(
-    services: Services,
-    command: Command,
-    principal: Principal,
-    idempotency_key: str | None,
-    request_id: str,
-    status: int,
-) -> Response:
-    """Hand a command to the writer and answer with its event and user."""
-    key = IdempotencyKey(principal.key_id, idempotency_key) if idempotency_key else None
-    cause = Cause(principal.role_name, principal.key_id, request_id, idempotency_key)
-    name = type(command).__name__
-    metrics = services.metrics
-    started = time.perf_counter()
-    try:
-        accepted = await asyncio.wrap_future(services.writer.submit(command, cause, key))
-    except LedgerError as e:
-        metrics.commands.labels(name, e.code).inc()
-        raise
-    finally:
-        metrics.command_seconds.labels(name).observe(time.perf_counter() - started)
-    metrics.commands.labels(name, "ok").inc()
-    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
-    body = orjson.dumps({"event": accepted.event, "user": accepted.user})
-    return Response(body, status, headers=headers, media_type="application/json")
+async def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+#: For the routes that need no key: health, readiness, metrics.
+OpenServices = Annotated[Services, Depends(_services)]

@@ -8,6 +8,7 @@ and the same library insert as the API's, many commands per transaction.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,8 +28,9 @@ from ledger.commands import (
     SpendChatMessages,
     SpendCredits,
 )
+from ledger.db import Database
 from ledger.domain import DEFAULT_FREE_CHAT_MESSAGES, DEFAULT_FREE_CREDITS, Cause, User
-from ledger.writer import CommandWriter
+from ledger.writer import Accepted, CommandWriter, Result
 
 CHUNK = 5000
 
@@ -60,7 +62,7 @@ def commands(users: int, events: int, rng: random.Random, prefix: str) -> Iterat
         balances[user_id] = _Balances()
         yield RegisterUser(user_id)
     for _ in range(max(events - users, 0)):
-        user_id = ids[int(rng.paretovariate(1.2)) % users]
+        user_id = ids[int(users * rng.random() ** 2)]  # the top 1% make 10% of the events
         b = balances[user_id]
         roll = rng.random()
         if roll < 0.60:
@@ -89,6 +91,7 @@ def commands(users: int, events: int, rng: random.Random, prefix: str) -> Iterat
 
 def generate(
     ledger: Ledger,
+    database: Database,
     *,
     users: int,
     events: int,
@@ -97,9 +100,22 @@ def generate(
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Record the history; returns the number of events recorded."""
+    return asyncio.run(
+        _generate(ledger, database, users, events, legacy_fraction, seed, on_progress)
+    )
+
+
+async def _generate(
+    ledger: Ledger,
+    database: Database,
+    users: int,
+    events: int,
+    legacy_fraction: float,
+    seed: int,
+    on_progress: Callable[[int], None] | None,
+) -> int:
     rng = random.Random(seed)  # noqa: S311  (repeatable, not secret)
     prefix = f"u{uuid.UUID(int=rng.getrandbits(128)).hex[:6]}_"
-    writer = CommandWriter(ledger, cache_size=max(users, 1))
     cause = Cause(actor_role="generator", request_id=f"generate_{seed}")
     legacy = int(users * legacy_fraction)
     recorded = 0
@@ -112,22 +128,22 @@ def generate(
             ledger.recorder.insert_events(old[start : start + CHUNK])
         recorded += legacy
     chunk: list[tuple[Command, Cause]] = []
-
-    def flush() -> int:
-        results = writer.execute_together(chunk)
-        chunk.clear()
-        return sum(1 for r in results if not isinstance(r, Exception))
-
-    for index, command in enumerate(commands(users, events, rng, prefix)):
-        if index < legacy and isinstance(command, RegisterUser):
-            continue  # registered above, in the old shape
-        chunk.append((command, cause))
-        if len(chunk) == CHUNK:
-            recorded += flush()
-            if on_progress is not None:
-                on_progress(recorded)
-    if chunk:
-        recorded += flush()
+    async with CommandWriter(ledger, database, cache_size=max(users, 1)) as writer:
+        for index, command in enumerate(commands(users, events, rng, prefix)):
+            if index < legacy and isinstance(command, RegisterUser):
+                continue  # registered above, in the old shape
+            chunk.append((command, cause))
+            if len(chunk) == CHUNK:
+                recorded += _count(await writer.execute_together(chunk))
+                chunk.clear()
+                if on_progress is not None:
+                    on_progress(recorded)
+        if chunk:
+            recorded += _count(await writer.execute_together(chunk))
     if on_progress is not None:
         on_progress(recorded)
     return recorded
+
+
+def _count(results: list[Result]) -> int:
+    return sum(1 for r in results if isinstance(r, Accepted))

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.application import Ledger
 from ledger.commands import ImportUser
+from ledger.db import Database
 from ledger.domain import Cause, check_balance, check_plan, check_user_id
 from ledger.errors import InvalidCommand, UserExists
-from ledger.writer import CommandWriter
+from ledger.writer import run_together
 
 #: Column names as the ledger calls them, and as the seed's Drizzle schema did.
 ALIASES = {
@@ -155,14 +157,14 @@ def _command(record: dict[str, Any]) -> ImportUser:
     )
 
 
-def run(writer: CommandWriter, parsed: ParsedFile, *, skip_bad: bool) -> ImportReport:
+def run(ledger: Ledger, database: Database, parsed: ParsedFile, *, skip_bad: bool) -> ImportReport:
     """Record the good rows in one transaction, unless there are bad ones and
     `skip_bad` is off, in which case record nothing."""
     report = ImportReport(bad=list(parsed.bad))
     if parsed.bad and not skip_bad:
         return report
     cause = Cause(actor_role="import", request_id=f"import_{uuid.uuid4().hex}")
-    results = writer.execute_together([(command, cause) for _, command in parsed.rows])
+    results = run_together(ledger, database, [(command, cause) for _, command in parsed.rows])
     for result in results:
         if isinstance(result, UserExists):
             report.already_there += 1

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(1, ge=1, description="API processes (each with its own writer).")
     api_keys: str | None = Field(None, description="role:key,role:key (admin, service, reader).")
-    projector: bool = Field(True, description="Run a projector in `ledger serve`.")
+    projector: bool = Field(True, description="Run a projector process with `ledger serve`.")
     log_level: str = "info"
 
     group_commit_window_ms: float = Field(
@@ -30,3 +30,6 @@ class Settings(BaseSettings):
     pool_size: int = Field(4, ge=1)
     cache_size: int = Field(50_000, ge=0, description="Users kept in each writer's memory.")
     wait_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    gc_threshold: int = Field(
+        20_000, ge=100, description="Allocations between young-generation collections."
+    )

@@ -3,13 +3,11 @@ as the events it produced, so a retry can never record twice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg.rows import DictRow
 
 TABLE = "ledger_idempotency_keys"
 
@@ -23,6 +21,18 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (principal, key)
 )
 """
+
+LOOKUP = (
+    "SELECT s.principal, s.key, s.fingerprint, s.outcome "
+    "FROM unnest(%s::text[], %s::text[]) AS k(principal, key) "
+    f"CROSS JOIN LATERAL (SELECT * FROM {TABLE} AS t "
+    "WHERE t.principal = k.principal AND t.key = k.key) AS s"
+)
+
+STORE = (
+    f"INSERT INTO {TABLE} (principal, key, fingerprint, outcome) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::json[])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,39 +49,25 @@ class StoredOutcome:
     outcome: dict[str, Any]
 
 
-def lookup(
-    curs: psycopg.Cursor[DictRow], keys: Iterable[IdempotencyKey]
-) -> dict[IdempotencyKey, StoredOutcome]:
-    keys = list(keys)
-    if not keys:
-        return {}
-    curs.execute(
-        f"SELECT principal, key, fingerprint, outcome FROM {TABLE} "
-        "WHERE (principal, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-        ([k.principal for k in keys], [k.key for k in keys]),
-    )
+def lookup_params(keys: Sequence[IdempotencyKey]) -> tuple[list[str], list[str]]:
+    return [k.principal for k in keys], [k.key for k in keys]
+
+
+def stored(rows: Sequence[tuple[Any, ...]]) -> dict[IdempotencyKey, StoredOutcome]:
+    """The LOOKUP query's rows, by key."""
     return {
-        IdempotencyKey(row["principal"], row["key"]): StoredOutcome(
-            row["fingerprint"], row["outcome"]
-        )
-        for row in curs.fetchall()
+        IdempotencyKey(principal, key): StoredOutcome(fingerprint, outcome)
+        for principal, key, fingerprint, outcome in rows
     }
 
 
-def store(
-    curs: psycopg.Cursor[DictRow],
+def store_params(
     records: Sequence[tuple[IdempotencyKey, str, dict[str, Any]]],
-) -> None:
-    """Record (key, fingerprint, outcome) triples."""
-    if not records:
-        return
-    curs.execute(
-        f"INSERT INTO {TABLE} (principal, key, fingerprint, outcome) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::json[])",
-        (
-            [k.principal for k, _, _ in records],
-            [k.key for k, _, _ in records],
-            [fingerprint for _, fingerprint, _ in records],
-            [orjson.dumps(outcome).decode() for _, _, outcome in records],
-        ),
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """STORE's parameters for (key, fingerprint, outcome) triples."""
+    return (
+        [k.principal for k, _, _ in records],
+        [k.key for k, _, _ in records],
+        [fingerprint for _, fingerprint, _ in records],
+        [orjson.dumps(outcome).decode() for _, _, outcome in records],
     )

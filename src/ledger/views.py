@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from ledger.domain import EVENT_TYPES, User, UserState
 
-_EVENT_IDS = uuid.UUID("5d1c0f8e-3b0a-4c55-9a8e-1f3f4c2b7a10")
+_EVENT_IDS = uuid.UUID("5d1c0f8e-3b0a-4c55-9a8e-1f3f4c2b7a10").bytes
 
 
 def event_id(user_id: str, version: int) -> str:
-    """A stable id for the event at `version` of a user's stream."""
-    return str(uuid.uuid5(_EVENT_IDS, f"{user_id}/{version}"))
+    """A stable id for the event at `version` of a user's stream: the name-based
+    UUID (version 5, RFC 9562) of "user_id/version", made without uuid.uuid5's
+    overhead, since every event shown needs one."""
+    name = _EVENT_IDS + f"{user_id}/{version}".encode()
+    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC at full precision: 2026-01-31T12:00:00.000001Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_view(event: User.Event, position: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from ledger.domain import UserState
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "db" / "schema.sql"
 
-_STATE_FIELDS = frozenset(f.name for f in fields(UserState))
+_STATE_FIELDS = frozenset(UserState._fields)
 
 
 def _read_schema() -> str:

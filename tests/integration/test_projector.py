@@ -13,6 +13,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 from tests.helpers import (
+    BackgroundWriter,
     head,
     ledger_process,
     projection_position,
@@ -32,7 +33,6 @@ from ledger.commands import (
 )
 from ledger.db import Database
 from ledger.domain import Cause, User
-from ledger.writer import CommandWriter
 from projections import status as st
 from projections.audit import audit_all
 from projections.overview import overview
@@ -49,7 +49,7 @@ def projector(ledger: Ledger, database: Database) -> Iterator[Projector]:
     projector.stop()
 
 
-def record_some_history(writer: CommandWriter, users: int = 20, rounds: int = 5) -> None:
+def record_some_history(writer: BackgroundWriter, users: int = 20, rounds: int = 5) -> None:
     for i in range(users):
         writer.execute(RegisterUser(f"user{i}"), CAUSE)
     for r in range(rounds):
@@ -80,7 +80,7 @@ def assert_projection_is_the_replay(database: Database, ledger: Ledger) -> None:
 
 
 def test_the_projection_equals_a_replay_of_the_history(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     record_some_history(writer)
     wait_caught_up(database)
@@ -90,7 +90,7 @@ def test_the_projection_equals_a_replay_of_the_history(
 
 
 def test_the_check_constraints_refuse_negative_balances_written_in_sql(
-    database: Database, writer: CommandWriter, projector: Projector
+    database: Database, writer: BackgroundWriter, projector: Projector
 ) -> None:
     writer.execute(RegisterUser("alice"), CAUSE)
     wait_caught_up(database)
@@ -107,7 +107,7 @@ def test_the_check_constraints_refuse_negative_balances_written_in_sql(
 
 
 def test_a_projector_killed_between_and_mid_batch_resumes_exactly_once(
-    database: Database, ledger: Ledger, writer: CommandWriter
+    database: Database, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     record_some_history(writer, users=30, rounds=6)
     # Make each row write slow, so that a kill lands inside a batch's transaction.
@@ -155,9 +155,7 @@ def test_a_projector_killed_between_and_mid_batch_resumes_exactly_once(
 def _append(url: str, worker: int, count: int) -> None:
     database = Database(url)
     ledger = Ledger.open(database)
-    ledger.datastore.register_type_adapters()
-    writer = CommandWriter(ledger)
-    writer.start()
+    writer = BackgroundWriter(ledger, database)
     own = f"w{worker}"
     writer.execute(RegisterUser(own), CAUSE)
     futures = []
@@ -176,7 +174,7 @@ def _append(url: str, worker: int, count: int) -> None:
 
 
 def test_no_event_is_skipped_while_eight_processes_append(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     for i in range(3):
         writer.execute(RegisterUser(f"shared{i}"), CAUSE)
@@ -193,7 +191,7 @@ def test_no_event_is_skipped_while_eight_processes_append(
 
 
 def test_an_event_the_projection_cannot_apply_stops_it_with_the_reason(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     writer.execute(RegisterUser("good"), CAUSE)
     writer.execute(RegisterUser("victim"), CAUSE)
@@ -219,7 +217,7 @@ def test_an_event_the_projection_cannot_apply_stops_it_with_the_reason(
 
 
 def test_one_projector_leads_and_a_standby_takes_over(
-    database: Database, ledger: Ledger, writer: CommandWriter
+    database: Database, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     first = Projector(database, ledger, poll_interval=0.1)
     second = Projector(database, ledger, poll_interval=0.1)

@@ -12,14 +12,13 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
-from tests.helpers import head, ledger_process, rows, wait_caught_up, wait_until
+from tests.helpers import BackgroundWriter, head, ledger_process, rows, wait_caught_up, wait_until
 
 from api.generate import old_registration
 from ledger.application import Ledger
 from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause, User
-from ledger.writer import CommandWriter
 from projections import users_table
 from projections.audit import audit_all
 from projections.overview import overview
@@ -38,7 +37,7 @@ def projector(ledger: Ledger, database: Database) -> Iterator[Projector]:
     projector.stop()
 
 
-def history_with_old_shapes(ledger: Ledger, writer: CommandWriter, users: int = 30) -> None:
+def history_with_old_shapes(ledger: Ledger, writer: BackgroundWriter, users: int = 30) -> None:
     """Users from before the credit system (old event shape) and new ones, with spends."""
     ledger.recorder.insert_events(
         [old_registration(f"old{i}", "pro", "monthly") for i in range(users // 3)]
@@ -54,7 +53,7 @@ def history_with_old_shapes(ledger: Ledger, writer: CommandWriter, users: int = 
 
 
 def test_old_shape_events_read_with_the_credit_defaults(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     ledger.recorder.insert_events([old_registration("veteran", "basic", "monthly")])
     (recorded,) = ledger.user_events("veteran")
@@ -73,7 +72,7 @@ def test_old_shape_events_read_with_the_credit_defaults(
 
 
 def test_a_rebuild_swaps_in_an_identical_table_while_commands_and_reads_go_on(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     history_with_old_shapes(ledger, writer)
     wait_caught_up(database)
@@ -127,7 +126,7 @@ def test_a_rebuild_swaps_in_an_identical_table_while_commands_and_reads_go_on(
 
 
 def test_a_changed_projection_is_rebuilt_from_old_history_on_start(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     history_with_old_shapes(ledger, writer)
     wait_caught_up(database)
@@ -135,9 +134,9 @@ def test_a_changed_projection_is_rebuilt_from_old_history_on_start(
 
     # Version 2 adds a column derived from history: credits ever spent.
     v1 = UsersProjection()
+    version_column = "    version             bigint NOT NULL,"
     schema = v1.schema_sql.replace(
-        "    version             bigint NOT NULL,",
-        "    credits_spent_total bigint NOT NULL DEFAULT 0,\n    version             bigint NOT NULL,",
+        version_column, "    credits_spent_total bigint NOT NULL DEFAULT 0,\n" + version_column
     )
     assert schema != v1.schema_sql
     v2 = UsersProjection(
@@ -170,7 +169,7 @@ def test_a_changed_projection_is_rebuilt_from_old_history_on_start(
 
 
 def test_a_rebuild_that_meets_a_bad_event_leaves_the_live_table_alone(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     writer.execute(RegisterUser("a"), CAUSE)
     wait_caught_up(database)
@@ -188,7 +187,7 @@ def test_a_rebuild_that_meets_a_bad_event_leaves_the_live_table_alone(
 
 
 def test_a_rebuild_killed_at_any_point_leaves_a_users_table_and_can_run_again(
-    database: Database, ledger: Ledger, writer: CommandWriter, projector: Projector
+    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
 ) -> None:
     history_with_old_shapes(ledger, writer, users=60)
     for i in range(2000):

@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
+from tests.helpers import BackgroundWriter
 
 from ledger.application import Ledger
 from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
@@ -19,7 +20,7 @@ from ledger.errors import (
     UserNotFound,
 )
 from ledger.idempotency import IdempotencyKey
-from ledger.writer import Accepted, CommandWriter
+from ledger.writer import Accepted
 
 CAUSE = Cause("service", "key_test", "req_test", None)
 
@@ -36,7 +37,7 @@ def count_events(ledger: Ledger, user_id: str) -> int:
 
 
 def test_a_command_is_answered_with_its_event_and_the_state_after_it(
-    writer: CommandWriter,
+    writer: BackgroundWriter,
 ) -> None:
     registered = writer.execute(RegisterUser("alice"), CAUSE)
     spent = writer.execute(SpendCredits("alice", 3, "image"), CAUSE)
@@ -51,7 +52,7 @@ def test_a_command_is_answered_with_its_event_and_the_state_after_it(
 
 
 def test_forty_concurrent_spends_of_ten_credits_give_ten_successes(
-    ledger: Ledger, writer: CommandWriter
+    ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("hot"), CAUSE)
     start = threading.Barrier(40)
@@ -72,9 +73,7 @@ def test_forty_concurrent_spends_of_ten_credits_give_ten_successes(
 def test_two_writers_on_one_database_never_overdraw(ledger: Ledger, database: Database) -> None:
     # Two writers stand for two API processes: each has its own cache of users.
     other_ledger = Ledger.open(database)
-    first, second = CommandWriter(ledger), CommandWriter(other_ledger)
-    first.start()
-    second.start()
+    first, second = BackgroundWriter(ledger, database), BackgroundWriter(other_ledger, database)
     try:
         first.execute(RegisterUser("shared"), CAUSE)
         second.execute(SpendCredits("shared", 1), CAUSE)  # both now cache the user
@@ -92,8 +91,7 @@ def test_two_writers_on_one_database_never_overdraw(ledger: Ledger, database: Da
     assert count_events(ledger, "shared") == 11
 
 
-def test_a_refused_command_refuses_only_itself(ledger: Ledger) -> None:
-    writer = CommandWriter(ledger)  # not started: one transaction, in this thread
+def test_a_refused_command_refuses_only_itself(ledger: Ledger, writer: BackgroundWriter) -> None:
     results = writer.execute_together(
         [
             (RegisterUser("carol"), CAUSE),
@@ -120,7 +118,7 @@ def test_a_refused_command_refuses_only_itself(ledger: Ledger) -> None:
 
 
 def test_a_repeated_idempotency_key_returns_the_first_outcome(
-    ledger: Ledger, writer: CommandWriter
+    ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("dave"), CAUSE)
     key = IdempotencyKey("key_test", "spend-1")
@@ -137,7 +135,7 @@ def test_a_repeated_idempotency_key_returns_the_first_outcome(
 
 
 def test_a_refusal_is_remembered_under_its_idempotency_key(
-    ledger: Ledger, writer: CommandWriter
+    ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     key = IdempotencyKey("key_test", "early")
     with pytest.raises(UserNotFound):
@@ -149,7 +147,7 @@ def test_a_refusal_is_remembered_under_its_idempotency_key(
 
 
 def test_concurrent_requests_with_one_key_record_one_event(
-    ledger: Ledger, writer: CommandWriter
+    ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("frank"), CAUSE)
     key = IdempotencyKey("key_test", "same")
@@ -167,13 +165,15 @@ def test_concurrent_requests_with_one_key_record_one_event(
     assert count_events(ledger, "frank") == 2
 
 
-def test_commands_answered_after_stop_are_refused_not_lost(ledger: Ledger) -> None:
-    writer = CommandWriter(ledger)
-    writer.start()
+def test_commands_answered_after_stop_are_refused_not_lost(
+    ledger: Ledger, database: Database
+) -> None:
+    writer = BackgroundWriter(ledger, database)
     futures = [writer.submit(RegisterUser(f"user{i}"), CAUSE) for i in range(50)]
-    writer.stop()
+    writer._call(writer.writer.stop())
     results = [outcome(f) for f in futures]
     late = outcome(writer.submit(RegisterUser("late"), CAUSE))
+    writer.stop()
     assert all(isinstance(r, Accepted) for r in results)
     assert isinstance(late, LedgerError)
     assert count_events(ledger, "late") == 0

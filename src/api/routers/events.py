@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from api.deps import Admin, Reader, ServicesDep
+from api.deps import AdminAccess, ReaderAccess
 from api.routers import problems
 from api.routers.users import Limit, UserIdPath
 from api.schemas import AuditOut, EventPage
@@ -28,8 +28,7 @@ router = APIRouter(tags=["history"])
     responses=problems(401, 403, 422, 503),
 )
 def all_events(
-    _: Admin,
-    services: ServicesDep,
+    services: AdminAccess,
     after: Annotated[int, Query(ge=0, description="Events after this position.")] = 0,
     limit: Limit = 100,
 ) -> Response:
@@ -51,7 +50,7 @@ def all_events(
     "snapshot at the projection's position. Roles: any.",
     responses=problems(401, 403, 404, 422, 503),
 )
-def audit(user_id: UserIdPath, _: Reader, services: ServicesDep) -> Response:
+def audit(user_id: UserIdPath, services: ReaderAccess) -> Response:
     with translate_errors():
         result = audit_user(services.database, services.ledger, user_id, services.projection)
     if result is None:

@@ -7,7 +7,7 @@ import psycopg
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from api.deps import ServicesDep
+from api.deps import OpenServices
 from api.metrics import CONTENT_TYPE
 from api.problems import RETRY_AFTER_SECONDS, problem
 from projections.overview import overview
@@ -25,7 +25,7 @@ def healthz() -> dict[str, str]:
     summary="Readiness",
     description="503 while PostgreSQL cannot be reached or the projection has failed.",
 )
-def readyz(services: ServicesDep) -> Response:
+def readyz(services: OpenServices) -> Response:
     try:
         with services.database.connect() as conn:
             item = overview(conn, services.projection.name)
@@ -50,7 +50,7 @@ def readyz(services: ServicesDep) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(services: ServicesDep) -> Response:
+def metrics(services: OpenServices) -> Response:
     try:
         with services.database.connect() as conn:
             items = [overview(conn, services.projection.name)]

@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from api.deps import Admin, Reader, ServicesDep
+from api.deps import AdminAccess, ReaderAccess
 from api.routers import problems
 from api.schemas import ProjectionList, ProjectionOut
 from ledger.application import translate_errors
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/projections", tags=["projections"])
     "Roles: any.",
     responses=problems(401, 403, 503),
 )
-def list_projections(_: Reader, services: ServicesDep) -> Response:
+def list_projections(services: ReaderAccess) -> Response:
     with translate_errors(), services.database.connect() as conn:
         item = overview(conn, services.projection.name)
     return Response(orjson.dumps({"items": [item.as_dict()]}), media_type="application/json")
@@ -40,7 +40,7 @@ def list_projections(_: Reader, services: ServicesDep) -> Response:
     "GET /v1/projections. Role: admin.",
     responses=problems(401, 403, 503),
 )
-def rebuild_users(_: Admin, services: ServicesDep) -> Response:
+def rebuild_users(services: AdminAccess) -> Response:
     with translate_errors(), services.database.connect() as conn:
         request_rebuild(conn, services.projection.name)
         item = overview(conn, services.projection.name)

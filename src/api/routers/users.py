@@ -10,15 +10,7 @@ from pydantic import AwareDatetime
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from api.deps import (
-    Admin,
-    IdempotencyKeyHeader,
-    Reader,
-    RequestIdDep,
-    ServiceRole,
-    ServicesDep,
-    dispatch,
-)
+from api.deps import IDEMPOTENCY_KEY_DOC, AdminCommand, ReaderAccess, ServiceCommand
 from api.routers import problems
 from api.schemas import (
     AmountRequest,
@@ -70,6 +62,7 @@ def _json(body: Any, status: int = 200) -> Response:
     "",
     status_code=201,
     response_model=CommandOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Register a user",
     description="A new user: level free, no renewal, 10 free credits, 20 free chat messages. "
     "Roles: admin, service.",
@@ -77,119 +70,84 @@ def _json(body: Any, status: int = 200) -> Response:
         401, 403, 409, 413, 422, 503, d409="`user-exists`, or `idempotency-key-in-use`."
     ),
 )
-async def register_user(
-    body: RegisterRequest,
-    principal: ServiceRole,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
-    return await dispatch(
-        services, RegisterUser(body.id), principal, idempotency_key, request_id, 201
-    )
+async def register_user(body: RegisterRequest, context: ServiceCommand) -> Response:
+    return await context.run(RegisterUser(body.id), 201)
 
 
 @router.post(
     "/{user_id}/credits/grants",
     status_code=201,
     response_model=CommandOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Grant credits",
     description="Adds to free_credits; refused with `balance-limit` past 2,147,483,647. "
     "Role: admin.",
     responses=problems(*_COMMAND_PROBLEMS),
 )
 async def grant_credits(
-    user_id: UserIdPath,
-    body: AmountRequest,
-    principal: Admin,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    user_id: UserIdPath, body: AmountRequest, context: AdminCommand
 ) -> Response:
-    command = GrantCredits(user_id, body.amount, body.reason)
-    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+    return await context.run(GrantCredits(user_id, body.amount, body.reason), 201)
 
 
 @router.post(
     "/{user_id}/credits/spends",
     status_code=201,
     response_model=CommandOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Spend credits",
     description="Takes from free_credits; refused with `insufficient-balance` rather than "
     "go below 0. Roles: admin, service.",
     responses=problems(*_COMMAND_PROBLEMS),
 )
 async def spend_credits(
-    user_id: UserIdPath,
-    body: AmountRequest,
-    principal: ServiceRole,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    user_id: UserIdPath, body: AmountRequest, context: ServiceCommand
 ) -> Response:
-    command = SpendCredits(user_id, body.amount, body.reason)
-    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+    return await context.run(SpendCredits(user_id, body.amount, body.reason), 201)
 
 
 @router.post(
     "/{user_id}/chat-messages/grants",
     status_code=201,
     response_model=CommandOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Grant chat messages",
     description="As for credits, on free_chat_messages. Role: admin.",
     responses=problems(*_COMMAND_PROBLEMS),
 )
 async def grant_chat_messages(
-    user_id: UserIdPath,
-    body: AmountRequest,
-    principal: Admin,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    user_id: UserIdPath, body: AmountRequest, context: AdminCommand
 ) -> Response:
-    command = GrantChatMessages(user_id, body.amount, body.reason)
-    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+    return await context.run(GrantChatMessages(user_id, body.amount, body.reason), 201)
 
 
 @router.post(
     "/{user_id}/chat-messages/spends",
     status_code=201,
     response_model=CommandOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Spend chat messages",
     description="As for credits, on free_chat_messages. Roles: admin, service.",
     responses=problems(*_COMMAND_PROBLEMS),
 )
 async def spend_chat_messages(
-    user_id: UserIdPath,
-    body: AmountRequest,
-    principal: ServiceRole,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    user_id: UserIdPath, body: AmountRequest, context: ServiceCommand
 ) -> Response:
-    command = SpendChatMessages(user_id, body.amount, body.reason)
-    return await dispatch(services, command, principal, idempotency_key, request_id, 201)
+    return await context.run(SpendChatMessages(user_id, body.amount, body.reason), 201)
 
 
 @router.put(
     "/{user_id}/plan",
     status_code=200,
     response_model=CommandOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Change the plan",
     description="Level `free` (no renewal period) or `paid` (renewal `lifetime`). Legacy "
     "levels and periods are refused. Role: admin.",
     responses=problems(401, 403, 404, 409, 413, 422, 503, d409="`idempotency-key-in-use`."),
 )
-async def change_plan(
-    user_id: UserIdPath,
-    body: PlanRequest,
-    principal: Admin,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
-    command = ChangePlan(user_id, body.level, body.renewal_period)
-    return await dispatch(services, command, principal, idempotency_key, request_id, 200)
+async def change_plan(user_id: UserIdPath, body: PlanRequest, context: AdminCommand) -> Response:
+    return await context.run(ChangePlan(user_id, body.level, body.renewal_period), 200)
 
 
 # -- reads --------------------------------------------------------------------
@@ -206,9 +164,8 @@ async def change_plan(
 )
 async def get_user(
     user_id: UserIdPath,
-    _: Reader,
+    services: ReaderAccess,
     request: Request,
-    services: ServicesDep,
     min_position: Annotated[
         int | None, Query(ge=0, description="Wait until the projection has applied this.")
     ] = None,
@@ -238,8 +195,7 @@ async def get_user(
 )
 def user_events(
     user_id: UserIdPath,
-    _: Reader,
-    services: ServicesDep,
+    services: ReaderAccess,
     after_version: Annotated[int, Query(ge=0, description="Events after this version.")] = 0,
     limit: Limit = 100,
 ) -> Response:
@@ -274,8 +230,7 @@ def user_events(
 )
 def user_state(
     user_id: UserIdPath,
-    _: Reader,
-    services: ServicesDep,
+    services: ReaderAccess,
     at: Annotated[AwareDatetime | None, Query(description="RFC 3339, with a timezone.")] = None,
     version: Annotated[int | None, Query(ge=1, description="A version of the stream.")] = None,
 ) -> Response:
