@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -101,3 +103,75 @@ class BackgroundWriter:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+API_KEYS = {"admin": "test-admin-key", "service": "test-service-key", "reader": "test-reader-key"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServedLedger:
+    """`ledger serve` in a child process, on a free port of 127.0.0.1: the real
+    server, as a user runs it (API process plus projector process)."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.database = database
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "LEDGER_API_KEYS": ",".join(f"{role}:{key}" for role, key in API_KEYS.items()),
+            **(env or {}),
+        }
+        self.args = list(args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ServedLedger:
+        self.process = ledger_process(
+            "serve", "--port", str(self.port), *self.args, database=self.database, env=self.env
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ledger serve exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Stop it (SIGKILL stops it as a crash would, leaving its projector
+        process to notice and stop within a second)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> ServedLedger:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def headers(self, role: str = "admin", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEYS[role]}", **extra}
