@@ -20,10 +20,9 @@ A batch runs like this, in one transaction:
 Because decisions are made under the lock, two processes can never both spend
 the last credit: the second sees the first's event when it reads in step 3.
 
-The writer runs on the event loop, on a connection of its own in pipeline mode:
-steps 1-3 are one round trip, steps 5-6 another, and while it waits for
+The writer runs on the event loop, on a connection of its own. A batch takes
+four round trips (begin and lock, read, insert, commit), and while it waits for
 PostgreSQL the loop goes on accepting requests, which become the next batch.
-https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html
 """
 
 from __future__ import annotations
@@ -209,10 +208,14 @@ class CommandWriter:
         self._in_flight: set[IdempotencyKey] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         recorder = ledger.postgres
-        # The library's lock and notify statements, rendered once.
-        self._lock = [_render(statement) for statement in recorder.lock_table_statements]
-        self._notify = (
-            sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)).as_string()
+        # The library's lock and notify statements, rendered once, after a BEGIN.
+        notify = sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name))
+        self._begin = "; ".join(
+            [
+                "BEGIN",
+                *(_render(statement) for statement in recorder.lock_table_statements),
+                notify.as_string(),
+            ]
         )
         self._unavailable_until = 0.0
         self._saving = asyncio.Lock()
@@ -349,37 +352,34 @@ class CommandWriter:
         users: dict[str, User | None] = {uid: self._cache.get(uid) for uid in user_ids}
         versions = [u.version if u is not None else 0 for u in users.values()]
 
-        async with conn.pipeline() as pipeline, conn.transaction():
-            async with conn.cursor() as curs:
-                # One round trip: lock, then read under the lock.
-                for statement in self._lock:
-                    await curs.execute(statement)
-                stored_rows = None
-                if keys:
-                    await curs.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
-                    stored_rows = curs
-                async with conn.cursor() as loader:
-                    await loader.execute(_LOAD_NEWER_EVENTS, (user_ids, versions))
-                    await pipeline.sync()
-                    stored = idempotency.stored(await stored_rows.fetchall()) if stored_rows else {}
-                    self._fast_forward(users, await loader.fetchall())
+        # Begin, take the lock and queue the projector's wake-up in one round
+        # trip; then read under the lock, decide, insert, commit. (Not in
+        # pipeline mode: psycopg's async pipeline can stall sending a large
+        # batch, psycopg/psycopg#685.)
+        await conn.execute(self._begin)
+        try:
+            stored = {}
+            if keys:
+                cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
+                stored = idempotency.stored(await cursor.fetchall())
+            cursor = await conn.execute(_LOAD_NEWER_EVENTS, (user_ids, versions))
+            self._fast_forward(users, await cursor.fetchall())
 
             decisions = _Decisions(batch, users, stored)
 
-            # One more: insert, record the keys, commit.
             positions: list[int] = []
             if decisions.new_events:
-                async with conn.cursor() as curs:
-                    await curs.execute(self._notify)
-                    await curs.execute(_INSERT_EVENTS, self._columns(decisions.new_events))
-                    await pipeline.sync()
-                    positions = [int(row[0]) for row in await curs.fetchall()]
+                cursor = await conn.execute(_INSERT_EVENTS, self._columns(decisions.new_events))
+                positions = [int(row[0]) for row in await cursor.fetchall()]
             results = decisions.accept(positions)
             if decisions.records:
-                async with conn.cursor() as curs:
-                    await curs.execute(
-                        idempotency.STORE, idempotency.store_params(decisions.records)
-                    )
+                await conn.execute(idempotency.STORE, idempotency.store_params(decisions.records))
+            await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK")
+            raise
 
         for user in users.values():
             if user is not None:
