@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,18 +134,12 @@ def rebuild(args: argparse.Namespace) -> int:
     bar = ProgressBar("rebuild")
 
     def show(progress: Progress) -> None:
-        bar.update(
-            progress.events,
-            max(progress.target, progress.events),
-            rate=progress.rate,
-            eta=progress.eta,
-            note=progress.phase,
-        )
+        bar.update(progress.events, max(progress.target, progress.events), note=progress.phase)
 
     try:
         result = Rebuild(database, ledger, on_progress=show).run()
     except RebuildError as e:
-        bar.close(f"rebuild failed: {e}")
+        bar.close(f"rebuild failed: {e}", failed=True)
         return 1
     finally:
         ledger.close()
@@ -260,13 +255,8 @@ def _audit_everyone(database: Database, ledger: Ledger, at: datetime | None, as_
     bar = ProgressBar("audit")
 
     def show(report: LedgerAudit, position: int) -> None:
-        bar.update(
-            position,
-            report.position,
-            rate=0,
-            eta=None,
-            note=f"{report.users_checked:,} users, {len(report.mismatches)} mismatches",
-        )
+        note = f"{report.users_checked:,} users, {len(report.mismatches)} mismatches"
+        bar.update(position, report.position, note=note)
 
     report = audit_all(database, ledger, on_progress=None if as_json else show)
     if as_json:
@@ -334,12 +324,9 @@ def generate(args: argparse.Namespace) -> int:
     database = _database(_settings(args))
     ledger = Ledger.open(database)
     bar = ProgressBar("generate")
-    started = datetime.now()
 
     def show(done: int) -> None:
-        seconds = (datetime.now() - started).total_seconds() or 1e-9
-        rate = done / seconds
-        bar.update(done, args.events, rate=rate, eta=(args.events - done) / rate if rate else None)
+        bar.update(done, args.events)
 
     try:
         recorded = run_generate(
@@ -353,7 +340,7 @@ def generate(args: argparse.Namespace) -> int:
         )
     finally:
         ledger.close()
-    seconds = (datetime.now() - started).total_seconds()
+    seconds = time.monotonic() - bar.started
     bar.close(f"Recorded {recorded:,} events for {args.users:,} users in {seconds:.1f}s.")
     return 0
 

@@ -28,6 +28,7 @@ def _clear_stale_state(pgdata: Path) -> None:
     processes that are gone (they would keep a clean stop from stopping it)."""
     pid_file = pgdata / "postmaster.pid"
     if pid_file.exists():
+        pid = 0
         try:
             pid = int(pid_file.read_text().splitlines()[0])
             process = psutil.Process(pid)
@@ -37,11 +38,35 @@ def _clear_stale_state(pgdata: Path) -> None:
         if not alive:
             log.warning("removing stale %s", pid_file)
             pid_file.unlink(missing_ok=True)
+            _wait_for_orphans(pgdata)
+            # A killed postmaster can linger as a zombie until it is reaped, and
+            # PostgreSQL takes the pid in its socket lock file for a live server.
+            for lock in pgdata.glob(".s.PGSQL.*.lock"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    if int(lock.read_text().splitlines()[0]) == pid:
+                        lock.unlink()
     handles = pgdata / ".handle_pids.json"
     if handles.exists():
         with contextlib.suppress(ValueError, OSError):
             pids = [p for p in json.loads(handles.read_text()) if psutil.pid_exists(p)]
             handles.write_text(json.dumps(pids))
+
+
+def _wait_for_orphans(pgdata: Path, timeout: float = 15.0) -> None:
+    """Backends of a killed server live on for a moment, attached to its shared
+    memory, and a new server cannot start until they are gone. They are the
+    processes whose working directory is the data directory."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        orphans = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if Path(process.cwd()) == pgdata:
+                    orphans.append(process)
+        if not orphans:
+            return
+        time.sleep(0.1)
+    log.warning("processes of the previous server are still running in %s", pgdata)
 
 
 def start(home: Path, *, stop_on_exit: bool = True) -> Database:

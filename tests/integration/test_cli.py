@@ -1,0 +1,168 @@
+"""The `ledger` command as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+from tests.helpers import BackgroundWriter, ledger_process, rows, wait_caught_up, wait_until
+
+from api.embedded import start as start_embedded
+from ledger.commands import GrantCredits, RegisterUser, SpendCredits
+from ledger.db import Database
+from ledger.domain import Cause
+
+CAUSE = Cause("admin", "key_cli", "req_cli", None)
+COMMANDS = ["serve", "project", "rebuild", "audit", "import", "db init", "generate"]
+
+
+def ledger(database: Database, *args: str) -> subprocess.CompletedProcess[str]:
+    process = ledger_process(
+        *args, database=database, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself(command: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", *command.split(), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "usage: ledger" in result.stdout
+    if command != "generate":
+        assert "--database-url" in result.stdout
+
+
+def test_several_processes_creating_the_tables_at_once_all_succeed(server: Database) -> None:
+    name = f"ledger_cli_init_{os.getpid()}"
+    with server.connect() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database = server.with_name(name)
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "db", "init", "--database-url", database.url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        outcomes = [(p.wait(120), p.stderr.read().decode() if p.stderr else "") for p in processes]
+        assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
+        tables = {
+            r[0]
+            for r in rows(database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+        assert {
+            "ledger_events",
+            "users",
+            "projection_tracking",
+            "projection_status",
+            "ledger_idempotency_keys",
+        } <= tables
+    finally:
+        with server.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_audit_prints_the_timeline_and_exits_1_on_a_difference(
+    database: Database, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("carol"), CAUSE)
+    writer.execute(GrantCredits("carol", 500, "loyalty"), CAUSE)
+    writer.execute(SpendCredits("carol", 3, "image"), CAUSE)
+    projector = ledger_process("project", database=database)
+    try:
+        wait_caught_up(database)
+    finally:
+        projector.terminate()
+        projector.wait()
+
+    good = ledger(database, "audit", "carol")
+    assert good.returncode == 0, good.stderr
+    lines = good.stdout.splitlines()
+    assert lines[0].split()[:5] == ["time", "event", "amount", "credits", "chat"]
+    assert "CreditsGranted" in lines[3] and "510" in lines[3] and "loyalty" in lines[3]
+    assert "admin key_cli" in lines[3]
+    assert "consistent with the history" in good.stdout
+
+    rows(database, "UPDATE users SET free_chat_messages = 0 WHERE id = 'carol'")
+    bad = ledger(database, "audit", "carol")
+    assert bad.returncode == 1
+    assert "free_chat_messages: projected 0, replayed 20" in bad.stdout
+
+    everyone = ledger(database, "audit")
+    assert everyone.returncode == 1
+    assert "Checked 1 users against 3 events" in everyone.stdout
+    assert "1 mismatches" in everyone.stdout
+
+    as_json = ledger(database, "audit", "carol", "--json")
+    assert '"consistent":false' in as_json.stdout
+
+    missing = ledger(database, "audit", "nobody")
+    assert missing.returncode == 1
+
+
+def test_rebuild_shows_progress_and_swaps_in_a_fresh_table(
+    database: Database, writer: BackgroundWriter
+) -> None:
+    writer.execute_together([(RegisterUser(f"u{i}"), CAUSE) for i in range(200)])
+    writer.execute_together([(SpendCredits(f"u{i}", 1), CAUSE) for i in range(200)])
+    (oid_before,) = rows(database, "SELECT 'users'::regclass::oid")
+    result = ledger(database, "rebuild")
+    assert result.returncode == 0, result.stderr
+    assert "Rebuilt users (version 1." in result.stdout + result.stderr
+    assert "200 users from 400 events" in result.stdout + result.stderr
+    assert "events/s" in result.stdout + result.stderr
+    (oid_after,) = rows(database, "SELECT 'users'::regclass::oid")
+    assert oid_after != oid_before
+    assert rows(database, "SELECT count(*), sum(free_credits) FROM users") == [(200, 1800)]
+
+
+def test_the_embedded_server_starts_again_after_a_kill_9(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_DATABASE_URL"}
+    env["LEDGER_HOME"] = str(tmp_path)
+
+    def db_init() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", "db", "init"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = db_init()
+    assert first.returncode == 0, first.stderr
+    database = start_embedded(tmp_path, stop_on_exit=False)  # joins the running server
+    rows(
+        database,
+        "INSERT INTO ledger_idempotency_keys (principal, key, fingerprint, outcome) "
+        "VALUES ('p', 'k', 'f', '{}')",
+    )
+    pid_file = tmp_path / "pgdata" / "postmaster.pid"
+    os.kill(int(pid_file.read_text().splitlines()[0]), signal.SIGKILL)
+    time.sleep(0.2)
+    assert pid_file.exists()  # stale: what a kill -9 leaves behind
+
+    again = db_init()
+    assert again.returncode == 0, again.stderr
+    restarted = start_embedded(tmp_path, stop_on_exit=False)
+    try:
+        assert rows(restarted, "SELECT key FROM ledger_idempotency_keys") == [("k",)]
+    finally:
+        os.kill(int(pid_file.read_text().splitlines()[0]), signal.SIGINT)  # a fast shutdown
+        wait_until(lambda: not pid_file.exists(), timeout=30)
