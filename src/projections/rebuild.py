@@ -134,13 +134,16 @@ class Rebuild:
 
     def run(self) -> RebuildResult:
         started = time.monotonic()
-        requested_before = datetime.now(UTC)
         with self.database.connect() as control:
             got = control.execute(
                 "SELECT pg_try_advisory_lock(%s)", (st.rebuild_lock(self.name),)
             ).fetchone()
             if not (got and got[0]):
                 raise RebuildInProgress(f"a rebuild of {self.name!r} is already running")
+            # Requests made from now on ask for another rebuild after this one.
+            # (The database's clock, the one that stamps requests.)
+            row = control.execute("SELECT now()").fetchone()
+            requested_before = row[0] if row and isinstance(row[0], datetime) else datetime.now(UTC)
             try:
                 return self._run(control, started, requested_before)
             except RebuildError as e:
