@@ -12,6 +12,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 #: Seconds to wait for a connection before telling the caller the database is down.
 CONNECT_TIMEOUT = 3
+#: Seconds a command waits for the events table's write lock.
+LOCK_TIMEOUT = 5
+#: Seconds PostgreSQL lets a writer's session sit idle inside a transaction (holding
+#: the events table's lock) before it ends the session.
+IDLE_IN_TRANSACTION_TIMEOUT = 10
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,10 @@ class Database:
             "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
             # A session idle inside a transaction holds the event table's lock;
             # PostgreSQL ends it rather than let every writer wait.
-            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
-            "POSTGRES_LOCK_TIMEOUT": "0",
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(IDLE_IN_TRANSACTION_TIMEOUT),
+            # A writer waits this long (seconds) for the events table's lock, then
+            # answers "unavailable, retry" rather than hang behind, say, an import.
+            "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT),
             "ORIGINATOR_ID_TYPE": "text",
             # Tables are created once, by `ledger db init` under an advisory lock.
             "CREATE_TABLE": "n",

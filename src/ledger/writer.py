@@ -43,7 +43,7 @@ from psycopg import sql
 from ledger import idempotency
 from ledger.application import EVENTS_TABLE, Ledger
 from ledger.commands import Command
-from ledger.db import Database
+from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, Database
 from ledger.domain import Cause, User, UserState
 from ledger.errors import (
     DOMAIN_REFUSALS,
@@ -339,6 +339,10 @@ class CommandWriter:
             except BaseException as e:
                 # Aggregates may hold events that were never committed.
                 self._cache.evict(p.command.user_id for p in batch)
+                if isinstance(e, psycopg.errors.LockNotAvailable):
+                    raise DatabaseUnavailable(
+                        "the ledger is busy (another transaction holds the events table); retry"
+                    ) from e
                 if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
                     await self._disconnect()
                     raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
@@ -356,8 +360,8 @@ class CommandWriter:
         # trip; then read under the lock, decide, insert, commit. (Not in
         # pipeline mode: psycopg's async pipeline can stall sending a large
         # batch, psycopg/psycopg#685.)
-        await conn.execute(self._begin)
         try:
+            await conn.execute(self._begin)
             stored = {}
             if keys:
                 cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
@@ -410,7 +414,10 @@ class CommandWriter:
         if time.monotonic() < self._unavailable_until:
             raise DatabaseUnavailable("the database cannot be reached")
         try:
-            conn = await psycopg.AsyncConnection.connect(self.database.conninfo(), autocommit=True)
+            options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}s"
+            conn = await psycopg.AsyncConnection.connect(
+                self.database.conninfo(options=options), autocommit=True
+            )
         except psycopg.Error as e:
             self._unavailable_until = time.monotonic() + RECONNECT_BACKOFF
             raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -13,6 +14,7 @@ from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, Spend
 from ledger.db import Database
 from ledger.domain import Cause
 from ledger.errors import (
+    DatabaseUnavailable,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InsufficientBalance,
@@ -177,3 +179,21 @@ def test_commands_answered_after_stop_are_refused_not_lost(
     assert all(isinstance(r, Accepted) for r in results)
     assert isinstance(late, LedgerError)
     assert count_events(ledger, "late") == 0
+
+
+def test_a_command_waits_at_most_a_few_seconds_behind_a_long_transaction(
+    ledger: Ledger, database: Database, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("gina"), CAUSE)
+    with database.connect() as blocker:
+        # Say, an import of a million users holding the events table's lock.
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="busy"):
+            writer.execute(SpendCredits("gina", 1), CAUSE)
+        waited = time.monotonic() - started
+        blocker.execute("ROLLBACK")
+    assert 4 < waited < 8
+    assert writer.execute(SpendCredits("gina", 1), CAUSE).user["free_credits"] == 9
+    assert count_events(ledger, "gina") == 2
