@@ -5,19 +5,15 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from api import problems
 from api.bootstrap import Services, build_services, resolve_database
 from api.middleware import Edge
+from api.reads import Reads
 from api.routers import events, health, projections, users
 from api.settings import Settings
-from api.waiting import PositionWatcher
 
 DESCRIPTION = """
 An event-sourced credit ledger. Credit and chat-message grants and spends, and
@@ -36,34 +32,18 @@ with the same key and the same request returns the first response (with
 """
 
 
-@dataclass
-class Reads:
-    pool: AsyncConnectionPool[Any]
-    watcher: PositionWatcher
-
-
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _tune_garbage_collector(services.settings.gc_threshold)
         await services.start()
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            services.database.conninfo(),
-            min_size=1,
-            max_size=services.settings.pool_size,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            timeout=3.0,
-            open=False,
-        )
-        await pool.open(wait=False)
-        watcher = PositionWatcher(services.database, pool, services.projection.name)
-        watcher.start()
-        app.state.reads = Reads(pool, watcher)
+        reads = Reads(services.database, services.projection.name, services.settings.pool_size)
+        await reads.open()
+        app.state.reads = reads
         try:
             yield
         finally:
-            await watcher.stop()
-            await pool.close()
+            await reads.close()
             await services.stop()
 
     app = FastAPI(
@@ -71,12 +51,13 @@ def create_app(services: Services) -> FastAPI:
         version="1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,
     )
     app.state.services = services
     problems.install(app)
     for module in (users, events, projections, health):
         app.include_router(module.router)
-    app.add_middleware(Edge)
+    app.add_middleware(Edge, keyring=services.keyring)
     return app
 
 

@@ -1,10 +1,11 @@
 """Dependencies, declared once as Annotated aliases.
 
-Each route has one dependency: it checks the caller's key and role first (a
-request without a valid key gets 401 whatever else is wrong with it), then
-hands the route what it needs. Dependencies are coroutines, because FastAPI
-runs plain functions on a thread pool, and one thread hop per dependency costs
-more than the work they do.
+The API key is checked at the edge (api.middleware.Edge), before anything reads
+the body: a request without a known key gets 401 whatever else is wrong with
+it. Each route then has one dependency: it checks the key's role, and hands the
+route what it needs. Dependencies are coroutines, because FastAPI runs plain
+functions on a thread pool, and one thread hop per dependency costs more than
+the work they do.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.responses import Response
 
 from api.auth import Principal, Role
 from api.bootstrap import Services
-from api.middleware import REQUEST_ID_KEY
+from api.middleware import PRINCIPAL_KEY, REQUEST_ID_KEY
 from ledger.commands import Command
 from ledger.domain import Cause
 from ledger.errors import LedgerError
@@ -48,16 +49,10 @@ IDEMPOTENCY_KEY_DOC: dict[str, Any] = {
 
 
 def _authorize(request: Request, role: Role) -> tuple[Services, Principal]:
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if not header or scheme.lower() != "bearer" or not key.strip():
-        raise HTTPException(
-            401, "send an API key: Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
-        )
     services: Services = request.app.state.services
-    principal = services.keyring.identify(key.strip())
-    if principal is None:
-        raise HTTPException(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
+    principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
+    if principal is None:  # only if a route outside /v1/ asked for a role
+        raise HTTPException(401, "send an API key", {"WWW-Authenticate": "Bearer"})
     if principal.role < role:
         raise HTTPException(
             403, f"this needs the {role.name.lower()} role; the key is {principal.role_name}"
@@ -106,6 +101,9 @@ class CommandContext:
 def _command(role: Role) -> Callable[[Request], Awaitable[CommandContext]]:
     async def context(request: Request) -> CommandContext:
         services, principal = _authorize(request, role)
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise HTTPException(422, "send the body as JSON, with Content-Type: application/json")
         header = request.headers.get("idempotency-key")
         if header is not None and not _IDEMPOTENCY_KEY.fullmatch(header):
             raise HTTPException(422, "Idempotency-Key must be 1 to 255 printable ASCII characters")

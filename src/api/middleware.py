@@ -1,6 +1,6 @@
-"""The edge of every request: its id, and the body size limit, enforced before
-anything parses a body. One plain ASGI layer, because each layer costs every
-request."""
+"""The edge of every request: its id, its API key, and the body size limit, all
+checked before anything parses a body. One plain ASGI layer, because each layer
+costs every request."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import os
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import Keyring
 from api.problems import MEDIA_TYPE, problem_bytes
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_KEY = "ledger.request_id"
+PRINCIPAL_KEY = "ledger.principal"
+#: Everything under it needs an API key; health, metrics and the docs do not.
+PROTECTED_PREFIX = "/v1/"
 _MAX_REQUEST_ID = 128
 
 
@@ -26,14 +30,25 @@ def _request_id(scope: Scope) -> str:
     return "req_" + os.urandom(12).hex()
 
 
-class Edge:
-    """Gives each request an id (returned in X-Request-Id), and refuses a body
-    over `max_bytes` with 413: at once if Content-Length says so, else as soon
-    as the bytes received pass the limit. The body, read whole, is handed to
-    the app as one message."""
+def _bearer_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() or None if scheme.lower() == "bearer" else None
+    return None
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+
+class Edge:
+    """Gives each request an id (returned in X-Request-Id); answers 401 to a
+    request under /v1/ without a known API key, whatever else is wrong with it;
+    and refuses a body over `max_bytes` with 413: at once if Content-Length
+    says so, else as soon as the bytes received pass the limit. The body, read
+    whole, is handed to the app as one message. Which role a route needs is the
+    route's own business (api.deps)."""
+
+    def __init__(self, app: ASGIApp, keyring: Keyring, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
+        self.keyring = keyring
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,6 +63,24 @@ class Edge:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
+
+        if scope["path"].startswith(PROTECTED_PREFIX):
+            key = _bearer_key(scope)
+            principal = self.keyring.identify(key) if key else None
+            if principal is None:
+                detail = (
+                    "unknown API key" if key else "send an API key: Authorization: Bearer <key>"
+                )
+                await _respond(
+                    send_with_id,
+                    401,
+                    "unauthorized",
+                    "Unauthorized",
+                    detail,
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+            scope[PRINCIPAL_KEY] = principal
 
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -85,16 +118,29 @@ class Edge:
 
     async def _refuse(self, send: Send) -> None:
         detail = f"the body is larger than {self.max_bytes // 1024} KiB"
-        content = problem_bytes(413, "payload-too-large", "Payload too large", detail)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(content)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await _respond(
+            send, 413, "payload-too-large", "Payload too large", detail, [(b"connection", b"close")]
         )
-        await send({"type": "http.response.body", "body": content})
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    content = problem_bytes(status, type_, title, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", MEDIA_TYPE.encode()),
+                (b"content-length", str(len(content)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg.rows import DictRow
 
 from ledger.db import Database
 from projections import status as st
+
+FetchOne = Callable[[str, tuple[Any, ...]], Awaitable[DictRow | None]]
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +27,9 @@ POLL_SECONDS = 0.25
 
 
 class PositionWatcher:
-    def __init__(self, database: Database, pool: AsyncConnectionPool[Any], name: str) -> None:
+    def __init__(self, database: Database, fetch_one: FetchOne, name: str) -> None:
         self.database = database
-        self.pool = pool
+        self.fetch_one = fetch_one
         self.name = name
         self.position = 0
         self._changed = asyncio.Event()
@@ -65,13 +68,11 @@ class PositionWatcher:
             changed.set()
 
     async def _refresh(self) -> None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT notification_id AS position FROM {st.TRACKING_TABLE} "
-                "WHERE application_name = %s",
-                (self.name,),
-            )
-            row = await cur.fetchone()
+        row = await self.fetch_one(
+            f"SELECT notification_id AS position FROM {st.TRACKING_TABLE} "
+            "WHERE application_name = %s",
+            (self.name,),
+        )
         if row and row["position"] is not None:
             self._advance(int(row["position"]))
 

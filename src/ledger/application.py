@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -13,7 +13,6 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
     InterfaceError,
-    Notification,
     OperationalError,
     StoredEvent,
     Transcoder,
@@ -90,24 +89,34 @@ class Ledger(Application[str]):
         if limit is not None:
             query += " LIMIT %s"
             params.append(limit)
-        with reading(self) as curs:
-            curs.execute(query, params, prepare=True)
-            return [self._recorded(row) for row in curs.fetchall()]
+        return [self._recorded(row) for row in self._fetch(query, params)]
 
     def events_after(self, position: int, limit: int) -> list[Recorded]:
-        """Every user's events after a global position, in global order."""
-        with translate_errors():
-            notifications = self.postgres.select_notifications(
-                start=position, limit=limit, inclusive_of_start=False
-            )
-        return [self._from_notification(n) for n in notifications]
+        """Every user's events after a global position, in global order. (The
+        library's select_notifications would retry for half a minute while the
+        database is down; a caller should hear at once.)"""
+        query = (
+            "SELECT originator_id, originator_version, topic, state, notification_id "
+            f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        )
+        return [self._recorded(row) for row in self._fetch(query, (position, limit))]
 
-    def head(self) -> int:
-        """The position of the newest event, 0 if there is none."""
-        with reading(self) as curs:
-            curs.execute(f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}")
-            row = curs.fetchone()
-            return int(row["head"]) if row else 0
+    def _fetch(self, query: str, params: Sequence[object]) -> list[DictRow]:
+        """Rows of a read on a pooled connection. When PostgreSQL restarts, every
+        pooled connection is dead: the first read to meet one has the pool drop
+        them all, and tries once more on a new one."""
+        for attempt in (1, 2):
+            connected = False
+            try:
+                with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                    connected = True
+                    curs.execute(query, params, prepare=True)
+                    return curs.fetchall()
+            except (OperationalError, InterfaceError) as e:
+                if attempt == 2 or not connected:
+                    raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
+                self.datastore.pool.check()
+        raise AssertionError("unreachable")
 
     def _recorded(self, row: DictRow) -> Recorded:
         stored = StoredEvent(
@@ -117,9 +126,6 @@ class Ledger(Application[str]):
             state=bytes(row["state"]),
         )
         return Recorded(self.decode(stored), int(row["notification_id"]))
-
-    def _from_notification(self, notification: Notification) -> Recorded:
-        return Recorded(self.decode(notification), notification.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +148,3 @@ def translate_errors() -> Iterator[None]:
         psycopg.InterfaceError,
     ) as e:
         raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
-
-
-@contextlib.contextmanager
-def reading(ledger: Ledger) -> Iterator[psycopg.Cursor[DictRow]]:
-    with translate_errors(), ledger.datastore.get_connection() as conn, conn.cursor() as curs:
-        yield curs

@@ -185,6 +185,11 @@ class _Decisions:
         return [r for r in self.results if r is not None]
 
 
+@dataclass(slots=True)
+class _Committing:
+    sent: bool = False
+
+
 class CommandWriter:
     """Takes commands on the event loop and commits them in batches."""
 
@@ -333,23 +338,35 @@ class CommandWriter:
 
     async def _save(self, batch: Sequence[_Pending]) -> list[Result]:
         async with self._saving:
-            conn = await self._connection()
-            try:
-                return await self._transaction(conn, batch)
-            except BaseException as e:
-                # Aggregates may hold events that were never committed.
-                self._cache.evict(p.command.user_id for p in batch)
-                if isinstance(e, psycopg.errors.LockNotAvailable):
-                    raise DatabaseUnavailable(
-                        "the ledger is busy (another transaction holds the events table); retry"
-                    ) from e
-                if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+            for attempt in (1, 2):
+                conn = await self._connection()
+                committing = _Committing()
+                try:
+                    return await self._transaction(conn, batch, committing)
+                except BaseException as e:
+                    # Aggregates may hold events that were never committed.
+                    self._cache.evict(p.command.user_id for p in batch)
+                    if isinstance(e, psycopg.errors.LockNotAvailable):
+                        raise DatabaseUnavailable(
+                            "the ledger is busy (another transaction holds the events table); retry"
+                        ) from e
+                    if not isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                        raise
                     await self._disconnect()
-                    raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
-                raise
+                    # A connection that died before COMMIT was sent (PostgreSQL
+                    # restarted, say) wrote nothing: try once more on a new one.
+                    # After COMMIT was sent the outcome is unknown; the caller is
+                    # told so, and can retry with its idempotency key.
+                    if attempt == 2 or committing.sent:
+                        raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
+                    log.info("retrying a batch on a new connection: %s", e)
+            raise AssertionError("unreachable")
 
     async def _transaction(
-        self, conn: psycopg.AsyncConnection[Any], batch: Sequence[_Pending]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: Sequence[_Pending],
+        committing: _Committing,
     ) -> list[Result]:
         keys = [p.key for p in batch if p.key is not None]
         user_ids = sorted({p.command.user_id for p in batch})
@@ -378,6 +395,7 @@ class CommandWriter:
             results = decisions.accept(positions)
             if decisions.records:
                 await conn.execute(idempotency.STORE, idempotency.store_params(decisions.records))
+            committing.sent = True
             await conn.execute("COMMIT")
         except BaseException:
             if not conn.closed:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from ledger.application import EVENTS_TABLE, Ledger
 from ledger.db import Database
@@ -96,8 +97,18 @@ def compare(
 
 
 def _snapshot(conn: psycopg.Connection[Any]) -> None:
+    """Read the users table and the history in one snapshot, taken only once
+    no rebuild is swapping a new users table in (the lock waits for a swap in
+    progress, and holds off the next until the audit ends): else the snapshot
+    could pair the old table's position with the new table.
+    https://www.postgresql.org/docs/current/explicit-locking.html"""
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
+    conn.execute(
+        sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+            sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
+        )
+    )
 
 
 def audit_user(

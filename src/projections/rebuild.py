@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 STAGING_SCHEMA = "ledger_rebuild"
 SWAP_LOCK_TIMEOUT = "3s"
+#: A long audit (or a long read) holds the live table; the swap waits for it.
+SWAP_ATTEMPTS = 10
 CATCH_UP_BATCH = 5000
 
 _EVENTS_AFTER = (
@@ -59,6 +61,10 @@ class RebuildError(Exception):
 
 class RebuildInProgress(RebuildError):
     pass
+
+
+class SwapDeferred(Exception):
+    """Readers kept the live table busy; the new table was not swapped in."""
 
 
 @dataclass
@@ -296,7 +302,7 @@ class Rebuild:
         progress: Progress,
         requested_before: datetime,
     ) -> int:
-        for attempt in range(1, 6):
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
@@ -328,8 +334,9 @@ class Rebuild:
                 return position
             except psycopg.errors.LockNotAvailable:
                 log.warning("swap attempt %d could not get its locks in time; retrying", attempt)
-                time.sleep(0.2 * attempt)
-        raise RebuildError("could not swap the new table in: the live table stayed busy")
+                time.sleep(0.5)
+        # Not a RebuildError: the request stands, and the rebuild is tried again.
+        raise SwapDeferred("could not swap the new table in: the live table stayed busy")
 
     # -- reporting ----------------------------------------------------------------
 

@@ -177,9 +177,7 @@ async def get_user(
         raise HTTPException(
             504, f"the projection has not reached position {min_position} yet; retry later"
         )
-    async with reads.pool.connection() as conn:
-        cursor = await conn.execute(SELECT_USER, (user_id,), prepare=False)
-        row = await cursor.fetchone()
+    row = await reads.fetch_one(SELECT_USER, (user_id,))
     if row is None:
         raise UserNotFound(f"no user with id {user_id!r}")
     return _json(user_view(services.projection.state(row), int(row["position"])))

@@ -1,0 +1,52 @@
+"""The API's own reads of the projected tables, on an async connection pool, and
+the watcher of the projection's position that read-your-writes waits on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api.waiting import PositionWatcher
+from ledger.db import CONNECT_TIMEOUT, Database
+from ledger.errors import DatabaseUnavailable
+
+
+class Reads:
+    def __init__(self, database: Database, projection: str, pool_size: int) -> None:
+        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+            database.conninfo(),
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            timeout=CONNECT_TIMEOUT,
+            open=False,
+        )
+        self.watcher = PositionWatcher(database, self.fetch_one, projection)
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+        self.watcher.start()
+
+    async def close(self) -> None:
+        await self.watcher.stop()
+        await self.pool.close()
+
+    async def fetch_one(self, query: str, params: tuple[Any, ...]) -> DictRow | None:
+        """One row of a read. When PostgreSQL restarts, every pooled connection
+        is dead: the first read to meet one has the pool drop them all, and
+        tries once more on a new one."""
+        for attempt in (1, 2):
+            connected = False
+            try:
+                async with self.pool.connection() as conn:
+                    connected = True
+                    cursor = await conn.execute(query, params, prepare=False)
+                    return await cursor.fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                if attempt == 2 or not connected:
+                    raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
+                await self.pool.check()
+        raise AssertionError("unreachable")
