@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from api import problems
 from api.bootstrap import Services, build_services, resolve_database
-from api.middleware import Edge
+from api.middleware import PROTECTED_PREFIX, Edge
 from api.reads import Reads
 from api.routers import events, health, projections, users
 from api.settings import Settings
@@ -58,7 +59,29 @@ def create_app(services: Services) -> FastAPI:
     for module in (users, events, projections, health):
         app.include_router(module.router)
     app.add_middleware(Edge, keyring=services.keyring)
+    _document_bearer_keys(app)
     return app
+
+
+def _document_bearer_keys(app: FastAPI) -> None:
+    """The key is checked at the edge, not by a FastAPI dependency; say so in
+    the OpenAPI, so that /docs offers to send one."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith(PROTECTED_PREFIX):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _tune_garbage_collector(threshold: int) -> None:
