@@ -21,17 +21,9 @@ from ledger.views import user_view
 from projections import status as st
 from projections import users_table
 from projections.history import replay_all, replay_user
-from projections.users import UsersProjection
+from projections.users import USER_COLUMNS, UsersProjection
 
-CHECKED_FIELDS = (
-    "level",
-    "renewal_period",
-    "free_credits",
-    "free_chat_messages",
-    "version",
-    "position",
-    "updated_at",
-)
+CHECKED_FIELDS = USER_COLUMNS[1:]  # all but the id
 _CHUNK = 1000
 
 

@@ -125,7 +125,6 @@ class Projector:
         batch_size: int = 1000,
         poll_interval: float = 1.0,
         start_rebuild: Callable[[], None] | None = None,
-        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self.database = database
         self.ledger = ledger
@@ -134,7 +133,6 @@ class Projector:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._start_rebuild = start_rebuild
-        self._on_batch = on_batch
         self._tracking = st.tracking_recorder(ledger.datastore)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -264,8 +262,6 @@ class Projector:
         if failure is not None:
             self._fail(conn, failure)
         applied = len(rows) if failure is None else 0
-        if self._on_batch is not None and last is not None:
-            self._on_batch(len(rows), last)
         return applied
 
     def _culprit(self, conn: psycopg.Connection[Any], message: str) -> Failure:

@@ -14,6 +14,18 @@ SCHEMA_FILE = Path(__file__).resolve().parents[2] / "db" / "schema.sql"
 
 _STATE_FIELDS = frozenset(UserState._fields)
 
+#: The columns of the contract's users table: a User, as the API shows it.
+USER_COLUMNS = (
+    "id",
+    "level",
+    "renewal_period",
+    "free_credits",
+    "free_chat_messages",
+    "version",
+    "position",
+    "updated_at",
+)
+
 
 def _read_schema() -> str:
     return SCHEMA_FILE.read_text(encoding="utf-8")
@@ -34,16 +46,7 @@ class UsersProjection:
     name: str = "users"
     code_version: int = 1
     schema_sql: str = field(default_factory=_read_schema, repr=False)
-    columns: tuple[str, ...] = (
-        "id",
-        "level",
-        "renewal_period",
-        "free_credits",
-        "free_chat_messages",
-        "version",
-        "position",
-        "updated_at",
-    )
+    columns: tuple[str, ...] = USER_COLUMNS
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - _STATE_FIELDS - {"position"}
