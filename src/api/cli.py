@@ -88,6 +88,8 @@ def serve(args: argparse.Namespace) -> int:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,
+        "server_header": False,
+        "date_header": False,
         "timeout_graceful_shutdown": 10,
     }
     projector = None

@@ -88,11 +88,11 @@ class CommandContext:
         try:
             accepted = await self.services.writer.submit(command, cause, key)
         except LedgerError as e:
-            metrics.commands.labels(name, e.code).inc()
+            metrics.counted(name, e.code)
             raise
         finally:
-            metrics.command_seconds.labels(name).observe(time.perf_counter() - started)
-        metrics.commands.labels(name, "ok").inc()
+            metrics.timed(name, time.perf_counter() - started)
+        metrics.counted(name, "ok")
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
         body = orjson.dumps({"event": accepted.event, "user": accepted.user})
         return Response(body, status, headers=headers, media_type="application/json")

@@ -33,6 +33,10 @@ from ledger.domain import DEFAULT_FREE_CHAT_MESSAGES, DEFAULT_FREE_CREDITS, Caus
 from ledger.writer import Accepted, CommandWriter, Result
 
 CHUNK = 5000
+# The library sends its insert in psycopg's pipeline mode, which can stall on a
+# large batch over a Unix socket (psycopg/psycopg#685): old-shape events go in
+# smaller ones.
+OLD_SHAPE_CHUNK = 1000
 
 
 @dataclass
@@ -124,8 +128,8 @@ async def _generate(
             old_registration(f"{prefix}{i:07d}", rng.choice(("basic", "pro")), "monthly")
             for i in range(legacy)
         ]
-        for start in range(0, len(old), CHUNK):
-            ledger.recorder.insert_events(old[start : start + CHUNK])
+        for start in range(0, len(old), OLD_SHAPE_CHUNK):
+            ledger.recorder.insert_events(old[start : start + OLD_SHAPE_CHUNK])
         recorded += legacy
     chunk: list[tuple[Command, Cause]] = []
     async with CommandWriter(ledger, database, cache_size=max(users, 1)) as writer:

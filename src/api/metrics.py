@@ -3,6 +3,8 @@ batches, and the projection's position, head and lag (read at scrape time)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -72,6 +74,22 @@ class Metrics:
             ["projection", "status"],
             registry=self.registry,
         )
+
+        # Label children, looked up once: labels() takes a lock and builds a key.
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    def counted(self, command: str, outcome: str) -> None:
+        counter = self._counters.get((command, outcome))
+        if counter is None:
+            counter = self._counters[command, outcome] = self.commands.labels(command, outcome)
+        counter.inc()
+
+    def timed(self, command: str, seconds: float) -> None:
+        timer = self._timers.get(command)
+        if timer is None:
+            timer = self._timers[command] = self.command_seconds.labels(command)
+        timer.observe(seconds)
 
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -1,0 +1,216 @@
+"""The baselines: thin FastAPI apps with the ledger's spend route, each served by
+uvicorn as the ledger is (one worker, same FastAPI, same machine).
+
+- `eventsourcing`: the eventsourcing library used plainly, one save per
+  command: `repository.get`, the aggregate's `spend`, `save`. Plain `def`
+  routes, so FastAPI runs them on its thread pool, as a user of a synchronous
+  library writes them. A save that loses a race for the same user (the
+  library's IntegrityError) is answered 409, for the client to retry: only
+  the 201s count as spends.
+- `crud`: the spend as a plain CRUD app does it: a conditional UPDATE of the
+  balance and an audit INSERT, in one transaction, on an async psycopg pool.
+- `insert`: one INSERT per request: the floor of HTTP plus PostgreSQL.
+
+Run one with `python -m bench.baselines NAME --port PORT`; the database is
+BENCH_DATABASE_URL, the accepted key BENCH_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field
+
+from ledger.db import Database
+
+#: Connections of the async baselines' pools (the ledger's writer uses one, its
+#: reads a pool of 4; more than 10 only adds contention on two cores).
+POOL_SIZE = 10
+SPEND_PATH = "/v1/users/{user_id}/credits/spends"
+
+CRUD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id            text PRIMARY KEY,
+    free_credits  integer NOT NULL CHECK (free_credits >= 0)
+);
+CREATE TABLE IF NOT EXISTS credit_audit (
+    id          bigserial PRIMARY KEY,
+    user_id     text NOT NULL,
+    amount      integer NOT NULL,
+    reason      text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+_SPEND = (
+    "UPDATE users SET free_credits = free_credits - %s "
+    "WHERE id = %s AND free_credits >= %s RETURNING free_credits"
+)
+_AUDIT = "INSERT INTO credit_audit (user_id, amount, reason) VALUES (%s, %s, %s) RETURNING id"
+
+
+class Spend(BaseModel):
+    amount: int = Field(ge=1, le=1_000_000)
+    reason: str | None = Field(None, max_length=200)
+
+
+def _key_check(key: str) -> Callable[[Request], Any]:
+    expected = f"Bearer {key}".encode()
+
+    async def check(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise HTTPException(401, "unknown API key")
+
+    return check
+
+
+def _healthz(app: FastAPI) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+
+# -- the eventsourcing library, plainly -------------------------------------------
+
+
+def eventsourcing_app(database: Database, key: str) -> FastAPI:
+    from eventsourcing.application import AggregateNotFoundError
+    from eventsourcing.persistence import IntegrityError
+
+    from ledger.application import Ledger
+    from ledger.domain import Balance, Cause, User
+    from ledger.errors import InsufficientBalance
+
+    ledger = Ledger.open(database)
+    authorized = Depends(_key_check(key))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ledger.close()
+
+    app = FastAPI(lifespan=lifespan)
+    _healthz(app)
+
+    @app.post(SPEND_PATH, status_code=201, dependencies=[authorized])
+    def spend(user_id: str, body: Spend) -> dict[str, Any]:
+        try:
+            user: User = ledger.repository.get(user_id)
+        except AggregateNotFoundError:
+            raise HTTPException(404, f"no user {user_id!r}") from None
+        try:
+            user.spend(Balance.CREDITS, body.amount, body.reason, Cause(actor_role="service"))
+        except InsufficientBalance as e:
+            raise HTTPException(409, e.detail) from None
+        try:
+            recordings = ledger.save(user)
+        except IntegrityError:
+            # Another request saved this user's next version first.
+            raise HTTPException(409, "the user changed meanwhile; retry") from None
+        return {
+            "user_id": user_id,
+            "free_credits": user.state.free_credits,
+            "version": user.version,
+            "position": recordings[-1].notification.id,
+        }
+
+    return app
+
+
+# -- plain CRUD -------------------------------------------------------------------
+
+
+def _pool_app(database: Database) -> tuple[FastAPI, AsyncConnectionPool[Any]]:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database.conninfo(),
+        min_size=POOL_SIZE,
+        max_size=POOL_SIZE,
+        kwargs={"autocommit": True},
+        open=False,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=True)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(lifespan=lifespan)
+    _healthz(app)
+    return app, pool
+
+
+def crud_app(database: Database, key: str) -> FastAPI:
+    app, pool = _pool_app(database)
+
+    @app.post(SPEND_PATH, status_code=201, dependencies=[Depends(_key_check(key))])
+    async def spend(user_id: str, body: Spend) -> dict[str, Any]:
+        async with pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_SPEND, (body.amount, user_id, body.amount))
+            row = await cursor.fetchone()
+            if row is None:
+                found = await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+                if await found.fetchone() is None:
+                    raise HTTPException(404, f"no user {user_id!r}")
+                raise HTTPException(409, "insufficient balance")
+            await conn.execute(_AUDIT, (user_id, body.amount, body.reason))
+        return {"user_id": user_id, "free_credits": row[0]}
+
+    return app
+
+
+# -- one INSERT per request -------------------------------------------------------------
+
+
+def insert_app(database: Database, key: str) -> FastAPI:
+    app, pool = _pool_app(database)
+
+    @app.post(SPEND_PATH, status_code=201, dependencies=[Depends(_key_check(key))])
+    async def spend(user_id: str, body: Spend) -> dict[str, Any]:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(_AUDIT, (user_id, body.amount, body.reason))
+            row = await cursor.fetchone()
+        assert row is not None
+        return {"user_id": user_id, "id": row[0]}
+
+    return app
+
+
+APPS: dict[str, Callable[[Database, str], FastAPI]] = {
+    "eventsourcing": eventsourcing_app,
+    "crud": crud_app,
+    "insert": insert_app,
+}
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m bench.baselines")
+    parser.add_argument("name", choices=sorted(APPS))
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    database = Database(os.environ["BENCH_DATABASE_URL"])
+    app = APPS[args.name](database, os.environ["BENCH_API_KEY"])
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

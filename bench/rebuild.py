@@ -1,0 +1,206 @@
+"""`ledger rebuild` over a generated history, beside the raw read rate of the
+same events.
+
+The history is recorded once by `ledger generate` and kept in a database with
+a stable name (ledger_bench_history_1m, or _100k for --quick); a later run
+reuses it if its event count is right. Each run works on a copy of it.
+
+The raw read streams `SELECT originator_id, originator_version, topic, state
+FROM ledger_events` through a server-side cursor (binary, 10,000 rows a fetch,
+as the rebuild's own cursor), doing nothing with the rows: the rate a rebuild
+could reach if folding, writing and verifying cost nothing. It runs before and
+after the rebuild; the faster of the two is the baseline.
+
+The rebuild runs as `ledger rebuild` in a child process; its peak memory is the
+child's ru_maxrss.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench import profile
+from bench.databases import PREFIX, Server, scalar
+from bench.processes import python_env
+from ledger.db import Database
+
+EVENTS_PER_USER = 10
+LEGACY_FRACTION = 0.1  # `ledger generate`'s default
+#: Old-shape registrations are inserted by the library's insert_events, all in
+#: one statement per 5,000; past a few thousand, that statement can hang for
+#: good on a Unix socket (see BENCHMARKS.md). Fewer keep the history recordable.
+MAX_LEGACY_EVENTS = 2000
+STALL_SECONDS = 60
+
+_RESULT = re.compile(
+    r"Rebuilt users \(version (?P<version>[^)]*)\): (?P<users>[\d,]+) users from "
+    r"(?P<events>[\d,]+) events in (?P<seconds>[\d.]+)s \((?P<rate>[\d,]+) events/s\)"
+)
+
+
+def history_name(events: int) -> str:
+    size = f"{events // 1_000_000}m" if events % 1_000_000 == 0 else f"{events // 1000}k"
+    return f"{PREFIX}_history_{size}"
+
+
+def _count(database: Database) -> int:
+    return scalar(database, "SELECT count(*) FROM ledger_events")
+
+
+def ensure_history(server: Server, events: int) -> tuple[str, float | None]:
+    """The name of a database holding a generated history of `events` events,
+    and the seconds spent generating it (None if it was there already)."""
+    name = history_name(events)
+    users = max(events // EVENTS_PER_USER, 1)
+    legacy = min(LEGACY_FRACTION, MAX_LEGACY_EVENTS / users)
+    recipe = (
+        f"ledger generate --users {users} --events {events} --legacy-fraction {legacy:.4f} --seed 1"
+    )
+    if server.exists(name):
+        try:
+            if server.comment(name) == recipe and _count(server.database(name)) == events:
+                return name, None
+        except psycopg.Error:
+            pass
+        server.drop(name)
+    partial = f"{name}_partial"
+    server.drop(partial)
+    database = server.create(partial)
+    print(f"Generating a history of {events:,} events for {users:,} users (kept as {name})...")
+    started = time.monotonic()
+    try:
+        _generate(database, recipe)
+        found = _count(database)
+        if found != events:
+            raise RuntimeError(f"ledger generate recorded {found:,} events, not {events:,}")
+    except BaseException:
+        server.drop(partial)
+        raise
+    seconds = time.monotonic() - started
+    server.rename(partial, name)
+    server.set_comment(name, recipe)
+    return name, seconds
+
+
+def _generate(database: Database, recipe: str) -> None:
+    """`ledger generate`, stopped if it records nothing for STALL_SECONDS."""
+    argv = [sys.executable, "-m", "api.cli", *recipe.split()[1:]]
+    process = subprocess.Popen(
+        argv,
+        env=python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning"),
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        last, last_change = -1, time.monotonic()
+        while process.poll() is None:
+            time.sleep(2)
+            try:
+                head = scalar(database, "SELECT max(notification_id) FROM ledger_events")
+            except psycopg.Error:
+                head = last  # the table may not exist yet
+            if head != last:
+                last, last_change = head, time.monotonic()
+            elif time.monotonic() - last_change > STALL_SECONDS:
+                raise RuntimeError(
+                    f"ledger generate recorded nothing for {STALL_SECONDS}s "
+                    f"(at {max(last, 0):,} events): stopped"
+                )
+        if process.returncode != 0:
+            raise RuntimeError(f"ledger generate failed with exit code {process.returncode}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def raw_read(database: Database) -> dict[str, float]:
+    with database.connect(autocommit=False) as conn:
+        conn.read_only = True
+        started = time.perf_counter()
+        rows = 0
+        with conn.cursor(name="bench_raw_read", binary=True) as curs:
+            curs.itersize = 10_000
+            curs.execute(
+                "SELECT originator_id, originator_version, topic, state FROM ledger_events"
+            )
+            for _ in curs:
+                rows += 1
+        seconds = time.perf_counter() - started
+        conn.rollback()
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds)}
+
+
+def rebuild_child(database: Database) -> dict[str, Any]:
+    """`ledger rebuild` in a child process: its report, wall time and peak memory."""
+    with tempfile.TemporaryFile() as out:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "rebuild"],
+            env=python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - started
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    found = _RESULT.search(text)
+    if process.returncode != 0 or found is None:
+        raise RuntimeError(f"ledger rebuild failed ({process.returncode}):\n{text[-3000:]}")
+    return {
+        "events": int(found["events"].replace(",", "")),
+        "users": int(found["users"].replace(",", "")),
+        "seconds": float(found["seconds"]),
+        "events_per_second": int(found["rate"].replace(",", "")),
+        "process_seconds": round(wall, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+    }
+
+
+def profile_rebuild(server: Server, events: int, output: Path) -> dict[str, Any]:
+    """`ledger rebuild` of the history under py-spy."""
+    name, _ = ensure_history(server, events)
+    with server.scratch("rebuild_profile", template=name) as database:
+        return profile.record_command(
+            [sys.executable, "-m", "api.cli", "rebuild"],
+            python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning"),
+            output,
+        )
+
+
+def measure(server: Server, events: int) -> dict[str, Any]:
+    name, generated = ensure_history(server, events)
+    started = time.monotonic()
+    with server.scratch("rebuild", template=name) as database:
+        copied = time.monotonic() - started
+        before = raw_read(database)
+        rebuild = rebuild_child(database)
+        after = raw_read(database)
+    best = max(before, after, key=lambda r: r["rows_per_second"])
+    return {
+        "history": name,
+        "history_events": events,
+        "generated_seconds": None if generated is None else round(generated, 1),
+        "copy_seconds": round(copied, 1),
+        "rebuild": rebuild,
+        "raw_read": best,
+        "raw_reads": [before, after],
+    }

@@ -1,0 +1,296 @@
+"""The results: the Markdown table with ratios and goals, the raw numbers as
+JSON, and medians over several runs.
+
+    python -m bench.report bench/results/A.json bench/results/B.json ...
+
+prints the table of the medians of those runs, and each run's key numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.throughput import BASELINES, LABELS, WORKLOADS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: The issue's goals, on a 2-core machine.
+SPEND_GOALS = {"eventsourcing": 3.0, "crud": 1.0}
+P99_GOAL_MS = 50.0
+LAG_P99_GOAL_MS = 50.0
+REBUILD_GOAL = 50_000.0
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    ledger: str
+    baseline: str
+    ratio: str
+    goal: str
+    met: str
+
+
+def _get(result: dict[str, Any], *path: str) -> Any:
+    value: Any = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return float(a) / float(b)
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def _errors(system: dict[str, Any]) -> str:
+    bad = (system.get("non_2xx") or 0) + (system.get("socket_errors") or 0)
+    return f" ({bad:,} errors)" if bad else ""
+
+
+def rows(result: dict[str, Any]) -> list[Row]:
+    table: list[Row] = []
+    for workload in WORKLOADS:
+        systems = _get(result, "http", workload.name) or {}
+        ledger = systems.get("ledger")
+        if ledger is None:
+            continue
+        rate = ledger.get("spends_per_second")
+        for name in BASELINES:
+            other = systems.get(name)
+            if other is None:
+                continue
+            ratio = _ratio(rate, other.get("spends_per_second"))
+            goal = SPEND_GOALS.get(name)
+            table.append(
+                Row(
+                    f"spends/s, {workload.title}, vs {LABELS[name]}",
+                    _num(rate) + _errors(ledger),
+                    _num(other.get("spends_per_second")) + _errors(other),
+                    "n/a" if ratio is None else f"{ratio:.2f}x",
+                    "" if goal is None else f">= {goal:.1f}x",
+                    "" if goal is None else _met(None if ratio is None else ratio >= goal),
+                )
+            )
+        for name in BASELINES:
+            other = systems.get(name)
+            if other is None:
+                continue
+            p50 = _ratio(ledger.get("p50_ms"), other.get("p50_ms"))
+            p99 = _ratio(ledger.get("p99_ms"), other.get("p99_ms"))
+            table.append(
+                Row(
+                    f"latency p50 / p99 (ms), {workload.title}, vs {LABELS[name]}",
+                    f"{_num(ledger.get('p50_ms'), 1)} / {_num(ledger.get('p99_ms'), 1)}",
+                    f"{_num(other.get('p50_ms'), 1)} / {_num(other.get('p99_ms'), 1)}",
+                    f"{_num(p50, 2)}x / {_num(p99, 2)}x",
+                    "",
+                    "",
+                )
+            )
+        p99_ms = ledger.get("p99_ms")
+        table.append(
+            Row(
+                f"latency p99 at 64 clients, {workload.title}",
+                f"{_num(p99_ms, 1)} ms",
+                "",
+                "",
+                f"<= {P99_GOAL_MS:.0f} ms",
+                _met(None if p99_ms is None else p99_ms <= P99_GOAL_MS),
+            )
+        )
+    lag = result.get("lag")
+    if lag and "lag_p99_ms" in lag:
+        pace = f"{_num(lag.get('achieved_rate'))} commands/s achieved"
+        table.append(
+            Row(
+                "projector lag p50 at 1,000 commands/s",
+                f"{_num(lag.get('lag_p50_ms'), 1)} ms",
+                pace,
+                "",
+                "",
+                "",
+            )
+        )
+        table.append(
+            Row(
+                "projector lag p99 at 1,000 commands/s",
+                f"{_num(lag.get('lag_p99_ms'), 1)} ms",
+                pace,
+                "",
+                f"<= {LAG_P99_GOAL_MS:.0f} ms",
+                _met(lag["lag_p99_ms"] <= LAG_P99_GOAL_MS),
+            )
+        )
+    rebuild = result.get("rebuild")
+    if rebuild and "rebuild" in rebuild:
+        events = rebuild["history_events"]
+        rate = _get(rebuild, "rebuild", "events_per_second")
+        read = _get(rebuild, "raw_read", "rows_per_second")
+        ratio = _ratio(rate, read)
+        table.append(
+            Row(
+                f"rebuild events/s ({events:,} events), vs raw read rows/s",
+                _num(rate),
+                _num(read),
+                "n/a" if ratio is None else f"{ratio:.2f}x",
+                f">= {REBUILD_GOAL:,.0f}/s",
+                _met(None if rate is None else rate >= REBUILD_GOAL),
+            )
+        )
+        table.append(
+            Row(
+                "rebuild peak memory (ru_maxrss)",
+                f"{_num(_get(rebuild, 'rebuild', 'peak_rss_mb'))} MB",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    return table
+
+
+def markdown(table: Sequence[Row]) -> str:
+    lines = [
+        "| scenario | ledger | baseline | ratio | goal | met? |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    lines.extend(
+        f"| {r.scenario} | {r.ledger} | {r.baseline} | {r.ratio} | {r.goal} | {r.met} |"
+        for r in table
+    )
+    return "\n".join(lines)
+
+
+def details(result: dict[str, Any]) -> str:
+    """Every system's numbers, with the CPU (in cores) each part used meanwhile:
+    the server process, the ledger's projector, PostgreSQL, wrk, and anyone else."""
+    lines = [
+        "| workload | system | spends/s | p50 ms | p99 ms | max ms | errors | "
+        "server CPU | projector CPU | PostgreSQL CPU | wrk CPU | others' CPU |",
+        "|---|---|" + "---:|" * 10,
+    ]
+    for workload in WORKLOADS:
+        for name, system in (_get(result, "http", workload.name) or {}).items():
+            if "spends_per_second" not in system:
+                continue
+            errors = (system.get("non_2xx") or 0) + (system.get("socket_errors") or 0)
+            kids = system.get("children_cpu_cores") if name == "ledger" else None
+            cells = [
+                _num(system["spends_per_second"]),
+                _num(system.get("p50_ms"), 1),
+                _num(system.get("p99_ms"), 1),
+                _num(system.get("max_ms"), 1),
+                f"{errors:,.0f}",
+                _num(system.get("server_cpu_cores"), 2),
+                "" if kids is None else _num(kids, 2),
+                _num(system.get("postgres_cpu_cores"), 2),
+                _num(system.get("wrk_cpu_cores"), 2),
+                _num(system.get("others_cpu_cores"), 2),
+            ]
+            lines.append(
+                f"| {workload.title} | {LABELS.get(name, name)} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# -- medians over runs ---------------------------------------------------------------
+
+
+def combine(runs: Sequence[Any]) -> Any:
+    """The median of each number found in every run; anything else from the first."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {
+            key: combine([run[key] for run in runs if isinstance(run, dict) and key in run])
+            for key in first
+        }
+    numbers = [run for run in runs if isinstance(run, int | float) and not isinstance(run, bool)]
+    if len(numbers) == len(runs) and not isinstance(first, bool):
+        return statistics.median(numbers)
+    return first
+
+
+KEY_NUMBERS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    *[
+        (
+            f"spends/s {w.title}: {LABELS[s]}",
+            lambda r, w=w, s=s: _get(r, "http", w.name, s, "spends_per_second"),
+        )
+        for w in WORKLOADS
+        for s in ("ledger", *BASELINES)
+    ],
+    *[
+        (f"p99 ms {w.title}: ledger", lambda r, w=w: _get(r, "http", w.name, "ledger", "p99_ms"))
+        for w in WORKLOADS
+    ],
+    ("projector lag p50 ms", lambda r: _get(r, "lag", "lag_p50_ms")),
+    ("projector lag p99 ms", lambda r: _get(r, "lag", "lag_p99_ms")),
+    ("rebuild events/s", lambda r: _get(r, "rebuild", "rebuild", "events_per_second")),
+    ("raw read rows/s", lambda r: _get(r, "rebuild", "raw_read", "rows_per_second")),
+    ("rebuild peak MB", lambda r: _get(r, "rebuild", "rebuild", "peak_rss_mb")),
+    ("make bench seconds", lambda r: r.get("seconds")),
+]
+
+
+def runs_table(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> str:
+    lines = [
+        "| number | " + " | ".join(names) + " | median |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for title, pick in KEY_NUMBERS:
+        values = [pick(run) for run in runs]
+        present = [v for v in values if v is not None]
+        middle = statistics.median(present) if present else None
+        digits = 1 if "ms" in title or "MB" in title else 0
+        lines.append(
+            f"| {title} | "
+            + " | ".join(_num(v, digits) for v in values)
+            + f" | {_num(middle, digits)} |"
+        )
+    return "\n".join(lines)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(path.read_bytes())
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("files", nargs="+", type=Path, help="bench/results/*.json")
+    args = parser.parse_args(argv)
+    runs = [load(path) for path in args.files]
+    medians = combine(runs)
+    print(f"Medians of {len(runs)} runs\n")
+    print(markdown(rows(medians)))
+    print()
+    print(details(medians))
+    print()
+    print(runs_table(runs, [path.stem for path in args.files]))
+
+
+if __name__ == "__main__":
+    main()
