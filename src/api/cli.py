@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -18,10 +17,10 @@ import orjson
 
 from api import importing
 from api.bootstrap import (
+    ProjectorProcess,
     build_services,
     init_database,
     keyring,
-    projector_process,
     resolve_database,
     run_projector,
 )
@@ -92,12 +91,8 @@ def serve(args: argparse.Namespace) -> int:
         "date_header": False,
         "timeout_graceful_shutdown": 10,
     }
-    projector = None
-    if settings.projector:
-        context = multiprocessing.get_context("spawn")
-        projector = context.Process(
-            target=projector_process, args=(database.url, os.getpid()), name="ledger-projector"
-        )
+    projector = ProjectorProcess(database.url) if settings.projector else None
+    if projector is not None:
         projector.start()
     try:
         if settings.workers > 1:
@@ -107,8 +102,7 @@ def serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(build_services(settings, database)), **common)
     finally:
         if projector is not None:
-            projector.terminate()
-            projector.join(15)
+            projector.stop()
     return 0
 
 

@@ -29,7 +29,7 @@ Amount = Annotated[
     Field(
         ge=MIN_AMOUNT,
         le=MAX_AMOUNT,
-        description="A whole number from 1 to 1,000,000.",
+        description="A whole number from 1 to 1,000,000, written without a decimal point.",
         examples=[1],
     ),
 ]
@@ -37,6 +37,7 @@ Reason = Annotated[
     StrictStr | None,
     Field(
         max_length=MAX_REASON_LENGTH,
+        pattern=r"^[^\x00]*$",
         description="Why, for the history (optional).",
         examples=["chat completion"],
     ),

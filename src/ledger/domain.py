@@ -130,6 +130,8 @@ def check_reason(reason: object) -> str | None:
         return None
     if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
         raise InvalidCommand(f"reason must be a string of at most {MAX_REASON_LENGTH} characters")
+    if "\x00" in reason:  # PostgreSQL text and jsonb cannot hold it
+        raise InvalidCommand("reason must not contain NUL characters")
     return reason
 
 

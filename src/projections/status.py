@@ -124,9 +124,12 @@ def ensure_status(conn: psycopg.Connection[Any], name: str, version: str) -> Non
 
 
 def lock_is_held(conn: psycopg.Connection[Any], key: int) -> bool:
-    """Whether any session holds the advisory lock `key` (one-argument form)."""
+    """Whether a session of this database holds the advisory lock `key`
+    (one-argument form). Advisory locks are per database; pg_locks shows the
+    whole server's."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid "
         "AND objid = (%(key)s::bigint & 4294967295)::oid AND objsubid = 1)",
         {"key": key},
