@@ -28,7 +28,7 @@ from api.progress import ProgressBar
 from api.settings import Settings
 from ledger.application import Ledger
 from ledger.db import Database
-from ledger.views import timestamp
+from ledger.views import timestamp, user_view
 from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user
 from projections.history import state_at, timeline
 from projections.rebuild import Progress, Rebuild, RebuildError
@@ -213,20 +213,9 @@ def _audit_one(
     database: Database, ledger: Ledger, user_id: str, at: datetime | None, as_json: bool
 ) -> int:
     if at is not None:
-        step = state_at(ledger, user_id, at=at)
         if as_json:
-            state = (
-                None
-                if step is None
-                else {
-                    "free_credits": step.state.free_credits,
-                    "free_chat_messages": step.state.free_chat_messages,
-                    "level": step.state.level,
-                    "renewal_period": step.state.renewal_period,
-                    "version": step.state.version,
-                    "position": step.recorded.position,
-                }
-            )
+            found = state_at(ledger, user_id, at=at)
+            state = None if found is None else user_view(found.state, found.position)
             print(orjson.dumps({"user_id": user_id, "at": at.isoformat(), "state": state}).decode())
             return 0
         if _print_timeline(ledger, user_id, at) == 0:

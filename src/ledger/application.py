@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -20,7 +20,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.rows import DictRow
 
-from ledger import idempotency
+from ledger import idempotency, snapshots
 from ledger.db import Database
 from ledger.domain import User
 from ledger.errors import DatabaseUnavailable
@@ -65,11 +65,12 @@ class Ledger(Application[str]):
         return self.postgres.datastore
 
     def create_tables(self) -> None:
-        """The events table (the library's DDL) and the idempotency keys."""
+        """The events table (the library's DDL), idempotency keys, snapshots."""
         with translate_errors():
             self.postgres.create_table()
             with self.datastore.transaction(commit=True) as curs:
                 curs.execute(idempotency.CREATE_TABLE)
+                curs.execute(snapshots.CREATE_TABLE)
 
     def decode(self, stored: StoredEvent) -> User.Event:
         return cast(User.Event, self.mapper.to_domain_event(stored))
@@ -100,6 +101,19 @@ class Ledger(Application[str]):
             f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         )
         return [self._recorded(row) for row in self._fetch(query, (position, limit))]
+
+    def snapshot(
+        self, user_id: str, *, version: int | None = None, at: datetime | None = None
+    ) -> snapshots.Snapshot | None:
+        """The latest snapshot of a user at or before a version and a time."""
+        newest = datetime.max.replace(tzinfo=UTC)
+        rows = self._fetch(
+            snapshots.AT_MOST,
+            (user_id, version if version is not None else 2**62, at or newest),
+        )
+        if not rows:
+            return None
+        return snapshots.Snapshot(snapshots.decode(bytes(rows[0]["state"])), rows[0]["position"])
 
     def _fetch(self, query: str, params: Sequence[object]) -> list[DictRow]:
         """Rows of a read on a pooled connection. When PostgreSQL restarts, every

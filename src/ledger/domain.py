@@ -36,6 +36,9 @@ DEFAULT_FREE_CREDITS = 10
 DEFAULT_FREE_CHAT_MESSAGES = 20
 MAX_REASON_LENGTH = 200
 USER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+#: Changes whenever `evolve` (or an upcaster) does: snapshots of the state made
+#: by another fold are then ignored (see ledger.snapshots).
+FOLD_VERSION = 1
 _USER_ID = re.compile(USER_ID_PATTERN)
 
 
@@ -343,6 +346,16 @@ class User(BaseAggregate[str]):
 
     if TYPE_CHECKING:
         state: UserState
+
+    @classmethod
+    def from_state(cls, state: UserState) -> User:
+        """A user as a snapshot of their state left them, with no events pending."""
+        user = cls.__new__(cls)
+        user.__base_init__(
+            originator_id=state.id, originator_version=state.version, timestamp=state.updated_at
+        )
+        user.state = state
+        return user
 
     # -- commands -----------------------------------------------------------
 

@@ -40,7 +40,7 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from ledger import idempotency
+from ledger import idempotency, snapshots
 from ledger.application import EVENTS_TABLE, Ledger
 from ledger.commands import Command
 from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, Database
@@ -371,7 +371,7 @@ class CommandWriter:
         keys = [p.key for p in batch if p.key is not None]
         user_ids = sorted({p.command.user_id for p in batch})
         users: dict[str, User | None] = {uid: self._cache.get(uid) for uid in user_ids}
-        versions = [u.version if u is not None else 0 for u in users.values()]
+        cold = [uid for uid, user in users.items() if user is None]
 
         # Begin, take the lock and queue the projector's wake-up in one round
         # trip; then read under the lock, decide, insert, commit. (Not in
@@ -383,8 +383,17 @@ class CommandWriter:
             if keys:
                 cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
                 stored = idempotency.stored(await cursor.fetchall())
+            if cold:
+                # Users this process has not cached start from their latest
+                # snapshot, not from their first event.
+                cursor = await conn.execute(snapshots.LATEST, (cold,))
+                for (data,) in await cursor.fetchall():
+                    state = snapshots.decode(bytes(data))
+                    users[state.id] = User.from_state(state)
+            versions = [u.version if u is not None else 0 for u in users.values()]
             cursor = await conn.execute(_LOAD_NEWER_EVENTS, (user_ids, versions))
             self._fast_forward(users, await cursor.fetchall())
+            before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
 
             decisions = _Decisions(batch, users, stored)
 
@@ -395,6 +404,17 @@ class CommandWriter:
             results = decisions.accept(positions)
             if decisions.records:
                 await conn.execute(idempotency.STORE, idempotency.store_params(decisions.records))
+            last_position = {
+                event.originator_id: position
+                for (_, event, _), position in zip(decisions.new_events, positions, strict=True)
+            }
+            due = [
+                snapshots.Snapshot(user.state, last_position[uid])
+                for uid, user in users.items()
+                if user is not None and snapshots.crossed(before[uid], user.version)
+            ]
+            if due:
+                await conn.execute(snapshots.STORE, snapshots.store_params(due))
             committing.sent = True
             await conn.execute("COMMIT")
         except BaseException:

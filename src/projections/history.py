@@ -1,5 +1,7 @@
 """A user's history replayed: the timeline with the state after each event, and
-the state as of a time or a version. All by the one fold (`User.Event.evolve`)."""
+the state as of a time or a version. All by the one fold (`User.Event.evolve`),
+from the user's first event, or, deep in a long stream, from the latest
+snapshot before the point of interest (ledger.snapshots)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.application import EVENTS_TABLE, Ledger, Recorded
 from ledger.domain import UserState
+from ledger.snapshots import Snapshot
 
 _USER_EVENTS_UP_TO = (
     "SELECT originator_version, topic, state, notification_id FROM "
@@ -35,27 +38,39 @@ class Step:
     state: UserState
 
 
-def timeline(ledger: Ledger, user_id: str) -> Iterator[Step]:
-    """Every event of the user's stream, oldest first, with the state after it."""
-    state: UserState | None = None
-    for recorded in ledger.user_events(user_id):
+def timeline(
+    ledger: Ledger, user_id: str, *, after_version: int = 0, limit: int | None = None
+) -> Iterator[Step]:
+    """The user's events after `after_version`, oldest first (at most `limit`),
+    each with the state after it. From the first event when `after_version`
+    is 0, as an audit needs."""
+    start = ledger.snapshot(user_id, version=after_version) if after_version > 0 else None
+    state: UserState | None = start.state if start else None
+    first = state.version if state else 0
+    wanted = None if limit is None else after_version - first + limit
+    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted):
         state = recorded.event.evolve(state)
-        yield Step(recorded, state)
+        if recorded.event.originator_version > after_version:
+            yield Step(recorded, state)
 
 
 def state_at(
     ledger: Ledger, user_id: str, *, at: datetime | None = None, version: int | None = None
-) -> Step | None:
-    """The last step recorded at or before `at`, or at or before `version`;
-    None if the user did not exist yet. An event at exactly `at` counts."""
-    last: Step | None = None
-    for step in timeline(ledger, user_id):
-        event = step.recorded.event
+) -> Snapshot | None:
+    """The user after every event recorded at or before `at` (an event at
+    exactly `at` counts), or up to `version`; None if they did not exist yet."""
+    last = ledger.snapshot(user_id, version=version, at=at)
+    state: UserState | None = last.state if last else None
+    first = state.version if state else 0
+    wanted = None if version is None else max(version - first, 0)
+    if wanted == 0:
+        return last
+    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted):
+        event = recorded.event
         if at is not None and event.timestamp > at:
             break
-        if version is not None and event.originator_version > version:
-            break
-        last = step
+        state = event.evolve(state)
+        last = Snapshot(state, recorded.position)
     return last
 
 

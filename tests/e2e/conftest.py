@@ -20,9 +20,9 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
-from tests.helpers import API_KEYS, ServedLedger, head, rows
 
 from ledger.db import Database
+from tests.helpers import API_KEYS, ServedLedger, head, rows
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 

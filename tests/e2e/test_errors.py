@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from tests.helpers import head, ledger_process
 
 if TYPE_CHECKING:

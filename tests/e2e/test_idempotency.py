@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
 from tests.helpers import rows, wait_until
 
 if TYPE_CHECKING:

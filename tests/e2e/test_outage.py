@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from psycopg import sql
-from tests.helpers import wait_until
 
 from ledger.db import Database
+from tests.helpers import wait_until
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api

@@ -14,10 +14,10 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tests.helpers import head, rows, wait_until
 
 from projections import status as st
 from projections.rebuild import STAGING_SCHEMA
+from tests.helpers import head, rows, wait_until
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from tests.helpers import wait_until
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from tests.helpers import head, wait_caught_up
 
 if TYPE_CHECKING:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from psycopg import sql
-from tests.helpers import BackgroundWriter, ledger_process, rows, wait_caught_up, wait_until
 
 from api.embedded import start as start_embedded
 from ledger.commands import GrantCredits, RegisterUser, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause
+from tests.helpers import BackgroundWriter, ledger_process, rows, wait_caught_up, wait_until
 
 CAUSE = Cause("admin", "key_cli", "req_cli", None)
 COMMANDS = ["serve", "project", "rebuild", "audit", "import", "db init", "generate"]

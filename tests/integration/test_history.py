@@ -6,7 +6,6 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from tests.helpers import BackgroundWriter, rows, wait_caught_up
 
 from api.generate import old_registration
 from ledger.application import Ledger
@@ -16,6 +15,7 @@ from ledger.domain import Cause
 from projections.audit import audit_all, audit_user
 from projections.history import state_at, timeline
 from projections.projector import Projector
+from tests.helpers import BackgroundWriter, rows, wait_caught_up
 
 CAUSE = Cause("admin", "key_audit", "req_1", "grant-500")
 

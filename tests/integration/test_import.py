@@ -6,10 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.helpers import head, ledger_process, rows, wait_caught_up
-
 from ledger.application import Ledger
 from ledger.db import Database
+from tests.helpers import head, ledger_process, rows, wait_caught_up
 
 
 def run_import(database: Database, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,15 +12,6 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
-from tests.helpers import (
-    BackgroundWriter,
-    head,
-    ledger_process,
-    projection_position,
-    rows,
-    wait_caught_up,
-    wait_until,
-)
 
 from ledger.application import Ledger
 from ledger.commands import (
@@ -37,6 +28,15 @@ from projections import status as st
 from projections.audit import audit_all
 from projections.overview import overview
 from projections.projector import Projector
+from tests.helpers import (
+    BackgroundWriter,
+    head,
+    ledger_process,
+    projection_position,
+    rows,
+    wait_caught_up,
+    wait_until,
+)
 
 CAUSE = Cause("service", "key_test", "req_test", None)
 

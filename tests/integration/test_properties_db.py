@@ -11,6 +11,14 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from ledger.application import Ledger
+from ledger.commands import Command
+from ledger.db import Database
+from ledger.domain import MAX_BALANCE
+from ledger.errors import LedgerError
+from projections.audit import audit_user
+from projections.projector import Projector
 from tests.helpers import BackgroundWriter, rows, wait_caught_up
 from tests.unit.test_properties import (
     CAUSE,
@@ -20,14 +28,6 @@ from tests.unit.test_properties import (
     commands,
     expected_refusal,
 )
-
-from ledger.application import Ledger
-from ledger.commands import Command
-from ledger.db import Database
-from ledger.domain import MAX_BALANCE
-from ledger.errors import LedgerError
-from projections.audit import audit_user
-from projections.projector import Projector
 
 
 @pytest.fixture

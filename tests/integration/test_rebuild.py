@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
-from tests.helpers import BackgroundWriter, head, ledger_process, rows, wait_caught_up, wait_until
 
 from api.generate import old_registration
 from ledger.application import Ledger
@@ -25,6 +24,7 @@ from projections.overview import overview
 from projections.projector import Projector
 from projections.rebuild import BackgroundRebuilds, Rebuild, RebuildError
 from projections.users import UsersProjection
+from tests.helpers import BackgroundWriter, head, ledger_process, rows, wait_caught_up, wait_until
 
 CAUSE = Cause("service", "key_test", "req_test", None)
 

@@ -7,7 +7,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from tests.helpers import BackgroundWriter
 
 from ledger.application import Ledger
 from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
@@ -23,6 +22,7 @@ from ledger.errors import (
 )
 from ledger.idempotency import IdempotencyKey
 from ledger.writer import Accepted
+from tests.helpers import BackgroundWriter
 
 CAUSE = Cause("service", "key_test", "req_test", None)
 

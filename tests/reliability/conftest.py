@@ -37,7 +37,6 @@ import httpx
 import orjson
 import psutil
 import pytest
-from tests.helpers import API_KEYS, ServedLedger, head, ledger_process, rows, wait_caught_up
 
 from api.embedded import start as start_embedded
 from ledger.application import Ledger
@@ -45,6 +44,7 @@ from ledger.db import Database
 from ledger.views import event_id
 from projections import status as st
 from projections.audit import LedgerAudit, audit_all
+from tests.helpers import API_KEYS, ServedLedger, head, ledger_process, rows, wait_caught_up
 
 #: Every request of this suite gives up after this long: a hang is a failure, not a wait.
 REQUEST_TIMEOUT = 15.0

@@ -10,6 +10,8 @@ from collections import Counter
 
 import httpx
 import pytest
+
+from ledger.db import Database
 from tests.helpers import projection_position, rows
 from tests.reliability.conftest import (
     Call,
@@ -28,8 +30,6 @@ from tests.reliability.conftest import (
     send_calls,
     stored_events,
 )
-
-from ledger.db import Database
 
 pytestmark = pytest.mark.reliability
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
+
 from tests.helpers import ServedLedger, head, wait_until
 from tests.reliability.conftest import (
     Load,

@@ -21,10 +21,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
-from tests.helpers import API_KEYS, ServedLedger, head
-from tests.reliability.conftest import Report, Servers, ask
 
 from ledger.db import Database
+from tests.helpers import API_KEYS, ServedLedger, head
+from tests.reliability.conftest import Report, Servers, ask
 
 pytestmark = pytest.mark.reliability
 

@@ -11,6 +11,8 @@ import time
 from functools import partial
 
 import pytest
+
+from ledger.db import Database
 from tests.helpers import ServedLedger, head, projection_position, wait_caught_up, wait_until
 from tests.reliability.conftest import (
     Load,
@@ -28,8 +30,6 @@ from tests.reliability.conftest import (
     send_calls,
     settle,
 )
-
-from ledger.db import Database
 
 pytestmark = pytest.mark.reliability
 

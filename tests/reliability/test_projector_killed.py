@@ -11,6 +11,11 @@ import time
 from functools import partial
 
 import pytest
+
+from ledger.application import Ledger
+from ledger.db import Database
+from projections import status as st
+from projections.audit import audit_all
 from tests.helpers import head, projection_position, rows, wait_until
 from tests.reliability.conftest import (
     Load,
@@ -26,11 +31,6 @@ from tests.reliability.conftest import (
     registrations,
     send_calls,
 )
-
-from ledger.application import Ledger
-from ledger.db import Database
-from projections import status as st
-from projections.audit import audit_all
 
 pytestmark = pytest.mark.reliability
 

@@ -8,6 +8,8 @@ import signal
 import time
 
 import pytest
+
+from ledger.db import Database
 from tests.helpers import head
 from tests.reliability.conftest import (
     Load,
@@ -24,8 +26,6 @@ from tests.reliability.conftest import (
     send_calls,
     settle,
 )
-
-from ledger.db import Database
 
 pytestmark = pytest.mark.reliability
 

@@ -91,7 +91,7 @@ def expected_refusal(model: Model | None, command: Command) -> type[LedgerError]
         valid = (command.level, command.renewal_period) in {("free", None), ("paid", "lifetime")}
         return None if valid else InvalidCommand
     assert isinstance(command, GrantCredits | SpendCredits | GrantChatMessages | SpendChatMessages)
-    if not 1 <= command.amount <= 1_000_000:
+    if not 1 <= command.amount <= 1_000_000 or "\x00" in (command.reason or ""):
         return InvalidCommand
     balance = model.credits if command.balance.value == "free_credits" else model.chat
     if isinstance(command, GrantCredits | GrantChatMessages):

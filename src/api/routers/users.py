@@ -198,22 +198,17 @@ def user_events(
     limit: Limit = 100,
 ) -> Response:
     items: list[dict[str, Any]] = []
-    more = False
-    seen_any = False
     with translate_errors():
-        for step in history.timeline(services.ledger, user_id):
-            seen_any = True
-            event = step.recorded.event
-            if event.originator_version <= after_version:
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            item = event_view(event, step.recorded.position)
-            item["user"] = user_view(step.state, step.recorded.position)
-            items.append(item)
-    if not seen_any:
-        raise UserNotFound(f"no user with id {user_id!r}")
+        steps = list(
+            history.timeline(services.ledger, user_id, after_version=after_version, limit=limit + 1)
+        )
+        if not steps and not services.ledger.user_events(user_id, limit=1):
+            raise UserNotFound(f"no user with id {user_id!r}")
+    for step in steps[:limit]:
+        item = event_view(step.recorded.event, step.recorded.position)
+        item["user"] = user_view(step.state, step.recorded.position)
+        items.append(item)
+    more = len(steps) > limit
     return _json({"items": items, "next": items[-1]["version"] if more else None})
 
 
@@ -235,8 +230,8 @@ def user_state(
     if at is not None and version is not None:
         raise HTTPException(422, "give at or version, not both")
     with translate_errors():
-        step = history.state_at(services.ledger, user_id, at=at, version=version)
-    if step is None:
+        found = history.state_at(services.ledger, user_id, at=at, version=version)
+    if found is None:
         when = f" at {at.isoformat()}" if at is not None else ""
         raise UserNotFound(f"no user with id {user_id!r}{when}")
-    return _json(user_view(step.state, step.recorded.position))
+    return _json(user_view(found.state, found.position))
