@@ -18,12 +18,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from tests.helpers import BackgroundWriter
 
 from api.bootstrap import init_database
 from api.embedded import start as start_embedded
 from ledger.application import Ledger
 from ledger.db import Database
+from tests.helpers import BackgroundWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = uuid.uuid4().hex[:8]
