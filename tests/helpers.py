@@ -88,7 +88,10 @@ class BackgroundWriter:
     def submit(
         self, command: Command, cause: Cause, key: IdempotencyKey | None = None
     ) -> concurrent.futures.Future[Accepted]:
-        return asyncio.run_coroutine_threadsafe(self.writer.execute(command, cause, key), self.loop)
+        async def execute() -> Accepted:
+            return await self.writer.submit(command, cause, key)
+
+        return asyncio.run_coroutine_threadsafe(execute(), self.loop)
 
     def execute(
         self, command: Command, cause: Cause, key: IdempotencyKey | None = None

@@ -135,7 +135,7 @@ def _number(record: dict[str, Any], name: str) -> int | None:
         value = value.strip()
         if not value:
             return None
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise InvalidCommand(f"{name} must be a whole number from 0, or empty; got {value!r}")
         value = int(value)
     return check_balance(value, name)

@@ -29,6 +29,7 @@ _LEDGER_ERRORS: dict[type[errors.LedgerError], tuple[int, str]] = {
     errors.IdempotencyKeyReused: (422, "Idempotency key reused"),
     errors.IdempotencyKeyInUse: (409, "Idempotency key in use"),
     errors.DatabaseUnavailable: (503, "Database unavailable"),
+    errors.HistoryUnreadable: (503, "History unreadable"),
 }
 
 _HTTP_TYPES: dict[int, tuple[str, str]] = {

@@ -47,6 +47,13 @@ class IdempotencyKeyInUse(LedgerError):
     code = "idempotency-key-in-use"
 
 
+class HistoryUnreadable(LedgerError):
+    """The user's stream holds an event this release cannot read (one recorded by
+    a newer release, during a rolling deploy, say). Another instance may serve it."""
+
+    code = "history-unreadable"
+
+
 class DatabaseUnavailable(LedgerError):
     """PostgreSQL could not be reached, or the transaction's outcome is unknown."""
 

@@ -49,6 +49,7 @@ from ledger.errors import (
     DOMAIN_REFUSALS,
     REFUSALS_BY_CODE,
     DatabaseUnavailable,
+    HistoryUnreadable,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     LedgerError,
@@ -95,7 +96,9 @@ class Accepted:
         return {"accepted": {"event": self.event, "user": self.user}}
 
 
-Result = Accepted | LedgerError
+#: A command's outcome: its event, or why not (a LedgerError, or an unexpected
+#: error, which only that command's caller hears of).
+Result = Accepted | Exception
 
 
 @dataclass(slots=True)
@@ -134,16 +137,20 @@ class _UserCache:
 
 
 class _Decisions:
-    """One batch's decisions, made in arrival order against the loaded users."""
+    """One batch's decisions, made in arrival order against the loaded users.
+    Whatever goes wrong with one command (a refusal, a user whose history this
+    release cannot read, a bug) is that command's result alone."""
 
     def __init__(
         self,
         batch: Sequence[_Pending],
         users: dict[str, User | None],
+        unreadable: dict[str, Exception],
         stored: dict[IdempotencyKey, idempotency.StoredOutcome],
     ) -> None:
         self.batch = batch
         self.users = users
+        self.unreadable = unreadable
         self.results: list[Result | None] = [None] * len(batch)
         self.new_events: list[tuple[int, User.Event, UserState]] = []
         self.records: list[tuple[IdempotencyKey, str, dict[str, Any]]] = []
@@ -158,8 +165,15 @@ class _Decisions:
     ) -> None:
         command, key = pending.command, pending.key
         fingerprint = command.fingerprint() if key is not None else ""
+        # (A batch never holds a key twice: see CommandWriter.submit.)
         if key is not None and key in stored:
             self.results[index] = _replay(stored[key], fingerprint)
+            return
+        if command.user_id in self.unreadable:
+            cause = self.unreadable[command.user_id]
+            self.results[index] = HistoryUnreadable(
+                f"the history of {command.user_id!r} cannot be read by this release: {cause}"
+            )
             return
         try:
             user = command.decide(self.users.get(command.user_id), pending.cause)
@@ -168,6 +182,10 @@ class _Decisions:
             if key is not None and isinstance(refusal, DOMAIN_REFUSALS):
                 outcome = {"refused": {"code": refusal.code, "detail": refusal.detail}}
                 self.records.append((key, fingerprint, outcome))
+            return
+        except Exception as error:
+            log.exception("deciding %r failed", command)
+            self.results[index] = error
             return
         self.users[command.user_id] = user
         (event,) = cast(list[User.Event], user.collect_events())
@@ -266,15 +284,9 @@ class CommandWriter:
                     )
                 )
                 return pending.future
-            self._in_flight.add(key)
-            pending.future.add_done_callback(lambda _: self._in_flight.discard(key))
+            self._in_flight.add(key)  # until its batch is done (see _commit)
         self._queue.put_nowait(pending)
         return pending.future
-
-    async def execute(
-        self, command: Command, cause: Cause, key: IdempotencyKey | None = None
-    ) -> Accepted:
-        return await self.submit(command, cause, key)
 
     async def execute_together(self, commands: Sequence[tuple[Command, Cause]]) -> list[Result]:
         """Decide and commit all `commands` in one transaction: all of their
@@ -320,14 +332,17 @@ class CommandWriter:
         except Exception as e:
             if not isinstance(e, LedgerError):
                 log.exception("a batch of %d commands failed", len(batch))
+            results = [e] * len(batch)
+        finally:
+            # Only now may the same key be sent again: it is decided, or it failed.
+            # (Not when a caller stops waiting: its command is still queued.)
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(e)
-            return
+                if pending.key is not None:
+                    self._in_flight.discard(pending.key)
         for pending, result in zip(batch, results, strict=True):
             if pending.future.done():
                 continue  # its caller went away
-            if isinstance(result, LedgerError):
+            if isinstance(result, Exception):
                 pending.future.set_exception(result)
             else:
                 pending.future.set_result(result)
@@ -388,14 +403,18 @@ class CommandWriter:
                 # snapshot, not from their first event.
                 cursor = await conn.execute(snapshots.LATEST, (cold,))
                 for (data,) in await cursor.fetchall():
-                    state = snapshots.decode(bytes(data))
+                    try:
+                        state = snapshots.decode(bytes(data))
+                    except Exception:
+                        log.warning("a snapshot cannot be read; replaying instead", exc_info=True)
+                        continue
                     users[state.id] = User.from_state(state)
             versions = [u.version if u is not None else 0 for u in users.values()]
             cursor = await conn.execute(_LOAD_NEWER_EVENTS, (user_ids, versions))
-            self._fast_forward(users, await cursor.fetchall())
+            unreadable = self._fast_forward(users, await cursor.fetchall())
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
 
-            decisions = _Decisions(batch, users, stored)
+            decisions = _Decisions(batch, users, unreadable, stored)
 
             positions: list[int] = []
             if decisions.new_events:
@@ -428,10 +447,24 @@ class CommandWriter:
                 self._cache.put(user)
         return results
 
-    def _fast_forward(self, users: dict[str, User | None], rows: list[tuple[Any, ...]]) -> None:
+    def _fast_forward(
+        self, users: dict[str, User | None], rows: list[tuple[Any, ...]]
+    ) -> dict[str, Exception]:
+        """Apply the events read under the lock. Returns the users whose history
+        this release cannot read, and why; their commands are refused alone."""
+        unreadable: dict[str, Exception] = {}
         for user_id, version, topic, state in rows:
-            event = self.ledger.decode(StoredEvent(user_id, version, topic, bytes(state)))
-            users[user_id] = cast(User | None, event.mutate(users[user_id]))
+            if user_id in unreadable:
+                continue
+            try:
+                event = self.ledger.decode(StoredEvent(user_id, version, topic, bytes(state)))
+                users[user_id] = cast(User | None, event.mutate(users[user_id]))
+            except Exception as e:
+                log.error("cannot read %r's event at version %d: %s", user_id, version, e)
+                unreadable[user_id] = e
+        for user_id in unreadable:
+            users[user_id] = None  # never cached, never decided on
+        return unreadable
 
     def _columns(
         self, new_events: list[tuple[int, User.Event, UserState]]

@@ -17,6 +17,8 @@ from ledger.application import EVENTS_TABLE, Ledger, Recorded
 from ledger.domain import UserState
 from ledger.snapshots import Snapshot
 
+_NO_LIMIT = 2**62  # LIMIT takes a bigint
+
 _USER_EVENTS_UP_TO = (
     "SELECT originator_version, topic, state, notification_id FROM "
     f"{EVENTS_TABLE} WHERE originator_id = %s AND notification_id <= %s "
@@ -47,7 +49,7 @@ def timeline(
     start = ledger.snapshot(user_id, version=after_version) if after_version > 0 else None
     state: UserState | None = start.state if start else None
     first = state.version if state else 0
-    wanted = None if limit is None else after_version - first + limit
+    wanted = None if limit is None else min(after_version - first + limit, _NO_LIMIT)
     for recorded in ledger.user_events(user_id, after_version=first, limit=wanted):
         state = recorded.event.evolve(state)
         if recorded.event.originator_version > after_version:

@@ -6,7 +6,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import orjson
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from ledger.application import Ledger
 from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
@@ -14,6 +16,7 @@ from ledger.db import Database
 from ledger.domain import Cause
 from ledger.errors import (
     DatabaseUnavailable,
+    HistoryUnreadable,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InsufficientBalance,
@@ -22,7 +25,7 @@ from ledger.errors import (
 )
 from ledger.idempotency import IdempotencyKey
 from ledger.writer import Accepted
-from tests.helpers import BackgroundWriter
+from tests.helpers import BackgroundWriter, wait_until
 
 CAUSE = Cause("service", "key_test", "req_test", None)
 
@@ -197,3 +200,41 @@ def test_a_command_waits_at_most_a_few_seconds_behind_a_long_transaction(
     assert 4 < waited < 8
     assert writer.execute(SpendCredits("gina", 1), CAUSE).user["free_credits"] == 9
     assert count_events(ledger, "gina") == 2
+
+
+def test_a_user_whose_history_this_release_cannot_read_fails_alone(
+    ledger: Ledger, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("newer"), CAUSE)
+    writer.execute(RegisterUser("older"), CAUSE)
+    # An event a later release records (during a rolling deploy, say).
+    state = {"timestamp": "2026-01-01T00:00:00+00:00", "cause": None, "amount": 1}
+    ledger.recorder.insert_events(
+        [StoredEvent("newer", 2, "ledger.domain:User.CreditsExpired", orjson.dumps(state))]
+    )
+    results = writer.execute_together(
+        [(SpendCredits("newer", 1), CAUSE), (SpendCredits("older", 1), CAUSE)]
+    )
+    assert isinstance(results[0], HistoryUnreadable)
+    assert isinstance(results[1], Accepted) and results[1].user["free_credits"] == 9
+
+
+def test_a_key_stays_in_use_until_its_command_is_decided_even_if_the_caller_leaves(
+    ledger: Ledger, database: Database, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("hana"), CAUSE)
+    key = IdempotencyKey("key_test", "leaving")
+    with database.connect() as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")  # the batch waits
+        first = writer.submit(SpendCredits("hana", 1), CAUSE, key)
+        time.sleep(0.2)
+        first.cancel()  # the caller went away; its command is still queued
+        with pytest.raises(IdempotencyKeyInUse):
+            writer.execute(SpendCredits("hana", 1), CAUSE, key)
+        blocker.execute("ROLLBACK")
+    wait_until(lambda: count_events(ledger, "hana") == 2)
+    time.sleep(0.1)  # the batch has committed; now it releases the key
+    again = writer.execute(SpendCredits("hana", 1), CAUSE, key)
+    assert again.replayed
+    assert count_events(ledger, "hana") == 2

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from api.deps import AdminAccess, ReaderAccess
 from api.routers import problems
-from api.routers.users import Limit, UserIdPath
+from api.routers.users import MAX_POSITION, Limit, UserIdPath
 from api.schemas import AuditOut, EventPage
 from ledger.application import translate_errors
 from ledger.errors import UserNotFound
@@ -29,7 +29,9 @@ router = APIRouter(tags=["history"])
 )
 def all_events(
     services: AdminAccess,
-    after: Annotated[int, Query(ge=0, description="Events after this position.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="Events after this position.")
+    ] = 0,
     limit: Limit = 100,
 ) -> Response:
     with translate_errors():

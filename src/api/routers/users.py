@@ -47,6 +47,8 @@ UserIdPath = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="1 to 1000.")]
+#: Positions and versions are PostgreSQL bigints.
+MAX_POSITION = 2**63 - 1
 
 _COMMAND_PROBLEMS = (401, 403, 404, 409, 413, 422, 503)
 
@@ -167,7 +169,8 @@ async def get_user(
     services: ReaderAccess,
     request: Request,
     min_position: Annotated[
-        int | None, Query(ge=0, description="Wait until the projection has applied this.")
+        int | None,
+        Query(ge=0, le=MAX_POSITION, description="Wait until the projection has applied this."),
     ] = None,
 ) -> Response:
     reads = request.app.state.reads
@@ -194,7 +197,9 @@ async def get_user(
 def user_events(
     user_id: UserIdPath,
     services: ReaderAccess,
-    after_version: Annotated[int, Query(ge=0, description="Events after this version.")] = 0,
+    after_version: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="Events after this version.")
+    ] = 0,
     limit: Limit = 100,
 ) -> Response:
     items: list[dict[str, Any]] = []
@@ -225,7 +230,9 @@ def user_state(
     user_id: UserIdPath,
     services: ReaderAccess,
     at: Annotated[AwareDatetime | None, Query(description="RFC 3339, with a timezone.")] = None,
-    version: Annotated[int | None, Query(ge=1, description="A version of the stream.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_POSITION, description="A version of the stream.")
+    ] = None,
 ) -> Response:
     if at is not None and version is not None:
         raise HTTPException(422, "give at or version, not both")
