@@ -21,6 +21,15 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;
 END $$;
 
+-- The types exist already in a database that has run this file before: a new
+-- value needs its own line here (the CREATE above only runs the first time).
+ALTER TYPE public.user_level ADD VALUE IF NOT EXISTS 'free';
+ALTER TYPE public.user_level ADD VALUE IF NOT EXISTS 'basic';
+ALTER TYPE public.user_level ADD VALUE IF NOT EXISTS 'pro';
+ALTER TYPE public.user_level ADD VALUE IF NOT EXISTS 'paid';
+ALTER TYPE public.renewal_period ADD VALUE IF NOT EXISTS 'monthly';
+ALTER TYPE public.renewal_period ADD VALUE IF NOT EXISTS 'lifetime';
+
 CREATE TABLE IF NOT EXISTS users (
     id                  text PRIMARY KEY,
     level               public.user_level NOT NULL DEFAULT 'free',

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -19,11 +20,13 @@ from api.auth import Keyring, Role, generated_admin_key
 from api.embedded import start as start_embedded
 from api.metrics import Metrics
 from api.settings import Settings
+from ledger.application import TABLES as LEDGER_TABLES
 from ledger.application import Ledger
 from ledger.db import Database, advisory_lock
 from ledger.writer import CommandWriter
 from projections.projector import Projector
 from projections.rebuild import BackgroundRebuilds
+from projections.setup import TABLES as PROJECTION_TABLES
 from projections.setup import create_tables
 from projections.users import UsersProjection
 
@@ -53,13 +56,33 @@ def init_database(
                 raise
             log.warning("waiting for PostgreSQL at %s", database.name or database.url)
             time.sleep(1.0)
-    with conn, advisory_lock(conn, "ledger:init"):
+    with conn:
+        if not missing_tables(conn):
+            return  # no DDL, and so no lock taken, when there is nothing to do
+        _create(conn, database, projection)
+
+
+def _create(
+    conn: psycopg.Connection[Any], database: Database, projection: UsersProjection | None
+) -> None:
+    with advisory_lock(conn, "ledger:init"):
         ledger = Ledger.open(database, pool_size=1, max_overflow=1)
         try:
             ledger.create_tables()
             create_tables(conn, ledger, projection)
         finally:
             ledger.close()
+
+
+def missing_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Those of the ledger's tables the database does not have."""
+    names = [*LEDGER_TABLES, *PROJECTION_TABLES]
+    rows = conn.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name "
+        "WHERE to_regclass(format('public.%%I', name)) IS NULL",
+        (names,),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
 
 
 def keyring(settings: Settings) -> tuple[Keyring, str | None]:

@@ -21,6 +21,7 @@ from api.bootstrap import (
     build_services,
     init_database,
     keyring,
+    missing_tables,
     resolve_database,
     run_projector,
 )
@@ -43,9 +44,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _database(settings: Settings) -> Database:
+def _database(settings: Settings, *, create: bool = True) -> Database:
+    """The database, its tables created if need be (`create`), or checked to
+    exist (for commands that only read)."""
     database = resolve_database(settings)
-    init_database(database)
+    if create:
+        init_database(database)
+        return database
+    with database.connect() as conn:
+        missing = missing_tables(conn)
+    if missing:
+        raise SystemExit(f"the database has no {', '.join(missing)}: run `ledger db init`")
     return database
 
 
@@ -199,7 +208,7 @@ def _print_user_audit(result: UserAudit) -> None:
 
 
 def audit(args: argparse.Namespace) -> int:
-    database = _database(_settings(args))
+    database = _database(_settings(args), create=False)
     ledger = Ledger.open(database)
     try:
         if args.user_id:

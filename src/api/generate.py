@@ -132,7 +132,7 @@ async def _generate(
             ledger.recorder.insert_events(old[start : start + OLD_SHAPE_CHUNK])
         recorded += legacy
     chunk: list[tuple[Command, Cause]] = []
-    async with CommandWriter(ledger, database, cache_size=max(users, 1)) as writer:
+    async with CommandWriter(ledger, database, cache_size=max(users, 1), deadline=None) as writer:
         for index, command in enumerate(commands(users, events, rng, prefix)):
             if index < legacy and isinstance(command, RegisterUser):
                 continue  # registered above, in the old shape

@@ -10,14 +10,14 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.waiting import PositionWatcher
-from ledger.db import CONNECT_TIMEOUT, Database
+from ledger.db import CONNECT_TIMEOUT, READ_TIMEOUT, Database
 from ledger.errors import DatabaseUnavailable
 
 
 class Reads:
     def __init__(self, database: Database, projection: str, pool_size: int) -> None:
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
-            database.conninfo(),
+            database.conninfo(f"statement_timeout={READ_TIMEOUT}s"),
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True, "row_factory": dict_row},

@@ -12,13 +12,19 @@ import orjson
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
+    InfrastructureFactory,
     InterfaceError,
     OperationalError,
     StoredEvent,
     Transcoder,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg.rows import DictRow
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
+from eventsourcing.utils import Environment
+from psycopg.rows import DictRow, dict_row
 
 from ledger import idempotency, snapshots
 from ledger.db import Database
@@ -26,6 +32,8 @@ from ledger.domain import User
 from ledger.errors import DatabaseUnavailable
 
 EVENTS_TABLE = "ledger_events"
+#: Every table of the write side.
+TABLES = (EVENTS_TABLE, idempotency.TABLE, snapshots.TABLE)
 
 
 class JsonTranscoder(Transcoder):
@@ -51,6 +59,17 @@ class Ledger(Application[str]):
 
     def construct_transcoder(self) -> Transcoder:
         return JsonTranscoder()
+
+    def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        """The library's factory, its pool given the whole connection string
+        (before the pool first connects, which the recorders do)."""
+        factory = super().construct_factory(env)
+        conninfo = env.get("CONNINFO")
+        if conninfo and isinstance(factory, PostgresFactory):
+            pool = factory.datastore.pool
+            pool.conninfo = conninfo
+            pool.kwargs = {"row_factory": dict_row}
+        return factory
 
     @classmethod
     def open(cls, database: Database, *, pool_size: int = 2, max_overflow: int = 8) -> Ledger:

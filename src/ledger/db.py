@@ -17,6 +17,9 @@ LOCK_TIMEOUT = 5
 #: Seconds PostgreSQL lets a writer's session sit idle inside a transaction (holding
 #: the events table's lock) before it ends the session.
 IDLE_IN_TRANSACTION_TIMEOUT = 10
+#: Seconds a read may run before PostgreSQL cancels it.
+READ_TIMEOUT = 30
+_KEEPALIVES = ("tcp_keepalives_idle=5", "tcp_keepalives_interval=2", "tcp_keepalives_count=3")
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,25 @@ class Database:
 
     url: str
 
-    def conninfo(self, **overrides: str | int) -> str:
-        params: dict[str, str | int] = {"connect_timeout": CONNECT_TIMEOUT}
+    def conninfo(self, *settings: str, **overrides: str | int) -> str:
+        """The URL's connection string, with TCP keepalives on both ends and
+        `settings` ("name=value" server settings for the session) added to the
+        URL's own options. A network path that goes silent then ends the
+        session within seconds, on the client and on the server (which frees
+        its locks), instead of after the kernel's two hours."""
+        given = conninfo_to_dict(self.url).get("options")
+        options = " ".join(
+            [*([str(given)] if given else []), *(f"-c {s}" for s in (*_KEEPALIVES, *settings))]
+        )
+        params: dict[str, str | int] = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
+            "options": options,
+        }
         params.update(overrides)
         return make_conninfo(self.url, **params)
 
@@ -56,6 +76,10 @@ class Database:
             # A writer waits this long (seconds) for the events table's lock, then
             # answers "unavailable, retry" rather than hang behind, say, an import.
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT),
+            # The library takes host, port, user and password alone from these;
+            # Ledger gives its pool the whole connection string (TLS settings,
+            # several hosts, options, keepalives) as well.
+            "CONNINFO": self.conninfo(f"statement_timeout={READ_TIMEOUT}s"),
             "ORIGINATOR_ID_TYPE": "text",
             # Tables are created once, by `ledger db init` under an advisory lock.
             "CREATE_TABLE": "n",

@@ -43,7 +43,7 @@ from psycopg import sql
 from ledger import idempotency, snapshots
 from ledger.application import EVENTS_TABLE, Ledger
 from ledger.commands import Command
-from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, Database
+from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, LOCK_TIMEOUT, Database
 from ledger.domain import Cause, User, UserState
 from ledger.errors import (
     DOMAIN_REFUSALS,
@@ -79,6 +79,9 @@ _INSERT_EVENTS = (
     "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
     "RETURNING notification_id"
 )
+
+#: Seconds a batch may take, its wait for the lock included.
+BATCH_DEADLINE = LOCK_TIMEOUT + 10.0
 
 #: After failing to connect, answer "unavailable" at once for this long.
 RECONNECT_BACKOFF = 0.5
@@ -220,8 +223,14 @@ class CommandWriter:
         window: float = 0.0005,
         cache_size: int = 50_000,
         on_batch: Callable[[int, float], None] | None = None,
+        deadline: float | None = BATCH_DEADLINE,
     ) -> None:
+        """`deadline`: seconds a batch may take before its callers are told the
+        database is unavailable (it waits for the lock, then for PostgreSQL).
+        None for a script's one large transaction (an import), which also
+        lifts PostgreSQL's limit on its session idling inside a transaction."""
         self.ledger = ledger
+        self.deadline = deadline
         self.database = database
         self.max_batch = max_batch
         self.window = window
@@ -357,10 +366,18 @@ class CommandWriter:
                 conn = await self._connection()
                 committing = _Committing()
                 try:
-                    return await self._transaction(conn, batch, committing)
+                    async with asyncio.timeout(self.deadline):
+                        return await self._transaction(conn, batch, committing)
                 except BaseException as e:
                     # Aggregates may hold events that were never committed.
                     self._cache.evict(p.command.user_id for p in batch)
+                    if isinstance(e, TimeoutError):
+                        # PostgreSQL stopped answering (a network path gone
+                        # silent, a stalled server): drop the connection.
+                        await self._disconnect()
+                        raise DatabaseUnavailable(
+                            f"the database did not answer within {self.deadline:.0f} s"
+                        ) from e
                     if isinstance(e, psycopg.errors.LockNotAvailable):
                         raise DatabaseUnavailable(
                             "the ledger is busy (another transaction holds the events table); retry"
@@ -485,9 +502,13 @@ class CommandWriter:
         if time.monotonic() < self._unavailable_until:
             raise DatabaseUnavailable("the database cannot be reached")
         try:
-            options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}s"
+            settings = (
+                [f"idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}s"]
+                if self.deadline is not None
+                else []
+            )
             conn = await psycopg.AsyncConnection.connect(
-                self.database.conninfo(options=options), autocommit=True
+                self.database.conninfo(*settings), autocommit=True
             )
         except psycopg.Error as e:
             self._unavailable_until = time.monotonic() + RECONNECT_BACKOFF
@@ -526,7 +547,7 @@ def run_together(
     """For scripts: decide and commit `commands` in one transaction."""
 
     async def main() -> list[Result]:
-        writer = CommandWriter(ledger, database, cache_size=len(commands) + 1)
+        writer = CommandWriter(ledger, database, cache_size=len(commands) + 1, deadline=None)
         try:
             return await writer.execute_together(commands)
         finally:

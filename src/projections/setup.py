@@ -11,6 +11,9 @@ from projections import status as st
 from projections import users_table
 from projections.users import UsersProjection
 
+#: Every table of the read side.
+TABLES = (st.TRACKING_TABLE, st.STATUS_TABLE, users_table.TABLE_NAME)
+
 
 def create_tables(
     conn: psycopg.Connection[Any], ledger: Ledger, projection: UsersProjection | None = None

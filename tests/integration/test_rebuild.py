@@ -212,3 +212,17 @@ def test_a_rebuild_killed_at_any_point_leaves_a_users_table_and_can_run_again(
     assert audit_all(database, ledger).consistent
     with database.connect() as conn, pytest.raises(psycopg.errors.UndefinedTable):
         conn.execute("SELECT 1 FROM ledger_rebuild.users")
+
+
+def test_a_new_enum_value_in_the_schema_reaches_the_database_with_the_rebuild(
+    database: Database, ledger: Ledger, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("a"), CAUSE)
+    v1 = UsersProjection()
+    added = "ALTER TYPE public.user_level ADD VALUE IF NOT EXISTS 'enterprise';\n"
+    v2 = UsersProjection(schema_sql=v1.schema_sql + added)
+    assert v2.version != v1.version
+    Rebuild(database, ledger, v2).run()
+    levels = rows(database, "SELECT unnest(enum_range(NULL::user_level))::text")
+    assert ("enterprise",) in levels
+    assert rows(database, "SELECT id FROM users") == [("a",)]
