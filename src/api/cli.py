@@ -30,7 +30,7 @@ from api.settings import Settings
 from ledger.application import Ledger
 from ledger.db import Database
 from ledger.views import timestamp, user_view
-from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user
+from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user, ledger_at
 from projections.history import state_at, timeline
 from projections.rebuild import Progress, Rebuild, RebuildError
 
@@ -222,13 +222,15 @@ def _audit_one(
     database: Database, ledger: Ledger, user_id: str, at: datetime | None, as_json: bool
 ) -> int:
     if at is not None:
+        found = state_at(ledger, user_id, at=at)
         if as_json:
-            found = state_at(ledger, user_id, at=at)
             state = None if found is None else user_view(found.state, found.position)
             print(orjson.dumps({"user_id": user_id, "at": at.isoformat(), "state": state}).decode())
-            return 0
-        if _print_timeline(ledger, user_id, at) == 0:
+        elif found is not None:
+            _print_timeline(ledger, user_id, at)
+        if found is None:
             print(f"no user {user_id!r} at {at.isoformat()}", file=sys.stderr)
+            return 1
         return 0
     result = audit_user(database, ledger, user_id)
     if result is None:
@@ -244,8 +246,17 @@ def _audit_one(
 
 def _audit_everyone(database: Database, ledger: Ledger, at: datetime | None, as_json: bool) -> int:
     if at is not None:
-        print("--at needs a USER_ID: the projection is checked as it is now", file=sys.stderr)
-        return 2
+        totals = ledger_at(database, ledger, at)
+        if as_json:
+            print(orjson.dumps(totals.as_dict()).decode())
+        else:
+            levels = ", ".join(f"{n:,} {level}" for level, n in sorted(totals.levels.items()))
+            print(
+                f"As of {timestamp(at)}: {totals.users:,} users ({levels or 'none'}); "
+                f"{totals.free_credits:,} credits and {totals.free_chat_messages:,} chat "
+                "messages outstanding."
+            )
+        return 0
     bar = ProgressBar("audit")
 
     def show(report: LedgerAudit, position: int) -> None:
@@ -386,7 +397,8 @@ def parser() -> argparse.ArgumentParser:
         "--at",
         type=_parse_time,
         metavar="TIME",
-        help="with USER_ID: the timeline up to an RFC 3339 time",
+        help="an RFC 3339 time: one user's timeline up to it, or every user's balances "
+        "as of it (no check: the projection is of now)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=audit)

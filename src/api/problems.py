@@ -66,8 +66,12 @@ def problem_bytes(status: int, type_: str, title: str, detail: str) -> bytes:
 
 def ledger_problem(error: errors.LedgerError) -> Response:
     status, title = _LEDGER_ERRORS.get(type(error), (500, "Internal error"))
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-    return problem(status, error.code, title, error.detail, headers=headers)
+    headers: dict[str, str] = {}
+    if status == 503:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    if error.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return problem(status, error.code, title, error.detail, headers=headers or None)
 
 
 def http_problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:

@@ -8,9 +8,11 @@ class LedgerError(Exception):
 
     code = "ledger-error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, replayed: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
+        #: The stored outcome of an earlier request with the same idempotency key.
+        self.replayed = replayed
 
 
 class InvalidCommand(LedgerError):

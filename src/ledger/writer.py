@@ -538,7 +538,7 @@ def _replay(stored: idempotency.StoredOutcome, fingerprint: str) -> Result:
     if "accepted" in outcome:
         return Accepted(outcome["accepted"]["event"], outcome["accepted"]["user"], replayed=True)
     refused = outcome["refused"]
-    return REFUSALS_BY_CODE[refused["code"]](refused["detail"])
+    return REFUSALS_BY_CODE[refused["code"]](refused["detail"], replayed=True)
 
 
 def run_together(

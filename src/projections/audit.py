@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -179,3 +180,41 @@ def _rows_without_history(conn: psycopg.Connection[Any], position: int) -> list[
         (position,),
     ).fetchall()
     return [row[0] for row in rows]
+
+
+@dataclass
+class LedgerAt:
+    """The whole ledger as of a time: what a month-end report needs."""
+
+    at: datetime
+    position: int
+    users: int = 0
+    free_credits: int = 0
+    free_chat_messages: int = 0
+    levels: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "position": self.position,
+            "users": self.users,
+            "free_credits": self.free_credits,
+            "free_chat_messages": self.free_chat_messages,
+            "levels": self.levels,
+        }
+
+
+def ledger_at(database: Database, ledger: Ledger, at: datetime) -> LedgerAt:
+    """Every user replayed to `at`, summed: users, balances outstanding, levels."""
+    with database.connect(autocommit=False) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        position = st.head(conn)
+        totals = LedgerAt(at, position)
+        for state, _ in replay_all(ledger, conn, position, at=at):
+            totals.users += 1
+            totals.free_credits += state.free_credits or 0
+            totals.free_chat_messages += state.free_chat_messages or 0
+            totals.levels[state.level] = totals.levels.get(state.level, 0) + 1
+        conn.rollback()
+    return totals

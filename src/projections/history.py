@@ -93,13 +93,19 @@ def replay_user(
 
 
 def replay_all(
-    ledger: Ledger, conn: psycopg.Connection[Any], up_to: int, *, on_event: Any = None
+    ledger: Ledger,
+    conn: psycopg.Connection[Any],
+    up_to: int,
+    *,
+    at: datetime | None = None,
+    on_event: Any = None,
 ) -> Iterator[tuple[UserState, int]]:
-    """Every user's final state and last position, in id order, one user at a
-    time, streamed from a server-side cursor: memory does not grow with history.
+    """Every user's final state and last position (up to position `up_to`, and
+    to the events recorded at or before `at`), in id order, one user at a time,
+    streamed from a server-side cursor: memory does not grow with history.
     Run inside a transaction (a REPEATABLE READ one, for a consistent answer).
 
-    Raises whatever the fold raises, with the event's position in `args`.
+    Raises a ReplayError naming the event the fold could not apply.
     """
     decode = ledger.decode
     state: UserState | None = None
@@ -112,7 +118,10 @@ def replay_all(
                 yield state, position
                 state = None
             try:
-                state = decode(StoredEvent(user_id, version, topic, data)).evolve(state)
+                event = decode(StoredEvent(user_id, version, topic, data))
+                if at is not None and event.timestamp > at:
+                    continue  # and so are the rest of this user's: times never go back
+                state = event.evolve(state)
             except Exception as e:
                 raise ReplayError(notification_id, user_id, version, topic, e) from e
             position = notification_id

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,9 +45,11 @@ from projections.users_table import Table
 log = logging.getLogger(__name__)
 
 STAGING_SCHEMA = "ledger_rebuild"
-SWAP_LOCK_TIMEOUT = "3s"
-#: A long audit (or a long read) holds the live table; the swap waits for it.
-SWAP_ATTEMPTS = 10
+#: How long the swap waits for its locks before trying again. While it waits,
+#: new readers of the users table queue behind it: they wait at most this long.
+SWAP_LOCK_TIMEOUT = "200ms"
+#: A long audit (or a long read) holds the live table; the swap keeps trying.
+SWAP_ATTEMPTS = 100
 CATCH_UP_BATCH = 5000
 
 _EVENTS_AFTER = (
@@ -333,8 +336,8 @@ class Rebuild:
                 log.info("swapped in the rebuilt %r table at position %d", self.name, position)
                 return position
             except psycopg.errors.LockNotAvailable:
-                log.warning("swap attempt %d could not get its locks in time; retrying", attempt)
-                time.sleep(0.5)
+                log.info("swap attempt %d could not get its locks in time; retrying", attempt)
+                time.sleep(random.uniform(0.1, 0.5))  # noqa: S311  (not a secret)
         # Not a RebuildError: the request stands, and the rebuild is tried again.
         raise SwapDeferred("could not swap the new table in: the live table stayed busy")
 

@@ -110,6 +110,8 @@ def test_a_refused_command_is_replayed_as_refused(api: Api) -> None:
 
     api.problem(refused, 409, "insufficient-balance")
     assert api.problem(retry, 409, "insufficient-balance") == refused.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in refused.headers
     assert api.check_command(fresh)["user"]["free_credits"] == 3
 
 

@@ -166,3 +166,27 @@ def test_the_embedded_server_starts_again_after_a_kill_9(tmp_path: Path) -> None
     finally:
         os.kill(int(pid_file.read_text().splitlines()[0]), signal.SIGINT)  # a fast shutdown
         wait_until(lambda: not pid_file.exists(), timeout=30)
+
+
+def test_audit_at_a_time_tells_one_user_or_the_whole_ledger_as_it_was(
+    database: Database, writer: BackgroundWriter
+) -> None:
+    first = writer.execute(RegisterUser("early"), CAUSE)
+    writer.execute(SpendCredits("early", 4), CAUSE)
+    moment = first.event["recorded_at"]
+    time.sleep(0.01)
+    writer.execute(RegisterUser("late"), CAUSE)
+
+    at_registration = ledger(database, "audit", "early", "--at", moment, "--json")
+    assert at_registration.returncode == 0
+    assert '"free_credits":10' in at_registration.stdout
+
+    before_anyone = ledger(database, "audit", "late", "--at", moment)
+    assert before_anyone.returncode == 1
+    assert "no user 'late' at" in before_anyone.stderr
+
+    whole = ledger(database, "audit", "--at", moment)
+    assert whole.returncode == 0, whole.stderr
+    assert "1 users (1 free); 10 credits and 20 chat messages outstanding" in whole.stdout
+    now = ledger(database, "audit", "--at", "2999-01-01T00:00:00Z", "--json")
+    assert '"users":2' in now.stdout and '"free_credits":16' in now.stdout
