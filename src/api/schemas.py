@@ -202,5 +202,4 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    instance: str | None = None
     errors: list[dict[str, Any]] | None = None

@@ -68,13 +68,9 @@ class PositionWatcher:
             changed.set()
 
     async def _refresh(self) -> None:
-        row = await self.fetch_one(
-            f"SELECT notification_id AS position FROM {st.TRACKING_TABLE} "
-            "WHERE application_name = %s",
-            (self.name,),
-        )
-        if row and row["position"] is not None:
-            self._advance(int(row["position"]))
+        row = await self.fetch_one(st.SELECT_POSITION, (self.name,))
+        if row and row["notification_id"] is not None:
+            self._advance(int(row["notification_id"]))
 
     async def _listen(self) -> None:
         while True:

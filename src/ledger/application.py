@@ -32,6 +32,12 @@ from ledger.domain import User
 from ledger.errors import DatabaseUnavailable
 
 EVENTS_TABLE = "ledger_events"
+#: Every user's events after a position, in the order they were committed.
+EVENTS_AFTER = (
+    "SELECT notification_id, originator_id, originator_version, topic, state "
+    f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+)
+
 #: Every table of the write side.
 TABLES = (EVENTS_TABLE, idempotency.TABLE, snapshots.TABLE)
 
@@ -115,11 +121,7 @@ class Ledger(Application[str]):
         """Every user's events after a global position, in global order. (The
         library's select_notifications would retry for half a minute while the
         database is down; a caller should hear at once.)"""
-        query = (
-            "SELECT originator_id, originator_version, topic, state, notification_id "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        )
-        return [self._recorded(row) for row in self._fetch(query, (position, limit))]
+        return [self._recorded(row) for row in self._fetch(EVENTS_AFTER, (position, limit))]
 
     def snapshot(
         self, user_id: str, *, version: int | None = None, at: datetime | None = None

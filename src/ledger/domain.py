@@ -87,10 +87,6 @@ class Cause:
             "idempotency_key": self.idempotency_key,
         }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Cause:
-        return cls(**data) if data else cls()
-
 
 class UserState(NamedTuple):
     """A user as history leaves them. The totals count every grant and spend ever
@@ -424,8 +420,6 @@ class User(BaseAggregate[str]):
             event_class, timestamp=max(now, earliest), cause=cause.as_dict(), **fields
         )
 
-
-UserEvent = User.Event
 
 #: The names the API and the event log show, by event class.
 EVENT_TYPES: dict[type[User.Event], str] = {

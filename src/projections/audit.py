@@ -174,11 +174,12 @@ def _chunks(
 
 
 def _rows_without_history(conn: psycopg.Connection[Any], position: int) -> list[str]:
-    rows = conn.execute(
-        f"SELECT u.id FROM users AS u WHERE NOT EXISTS (SELECT 1 FROM {EVENTS_TABLE} AS e "
-        "WHERE e.originator_id = u.id AND e.notification_id <= %s) ORDER BY u.id LIMIT 1000",
-        (position,),
-    ).fetchall()
+    live = sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
+    query = sql.SQL(
+        "SELECT u.id FROM {} AS u WHERE NOT EXISTS (SELECT 1 FROM {} AS e "
+        "WHERE e.originator_id = u.id AND e.notification_id <= %s) ORDER BY u.id LIMIT 1000"
+    ).format(live, sql.Identifier(EVENTS_TABLE))
+    rows = conn.execute(query, (position,)).fetchall()
     return [row[0] for row in rows]
 
 

@@ -68,14 +68,3 @@ def overview(conn: psycopg.Connection[Any], name: str = "users") -> Overview:
         rebuild=rebuild,
         rebuild_requested=bool(row and row.rebuild_requested),
     )
-
-
-def request_rebuild(conn: psycopg.Connection[Any], name: str = "users") -> None:
-    """Ask the active projector to rebuild `name`; it starts within a moment."""
-    with conn.transaction():
-        conn.execute(
-            f"UPDATE {st.STATUS_TABLE} SET rebuild_requested = now(), updated_at = now() "
-            "WHERE name = %s",
-            (name,),
-        )
-        conn.execute("SELECT pg_notify(%s, %s)", (st.CONTROL_CHANNEL, name))

@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from ledger.application import EVENTS_TABLE, Ledger, Recorded
+from ledger.application import EVENTS_AFTER, EVENTS_TABLE, Ledger, Recorded
 from ledger.db import Database
 from ledger.domain import EVENT_TYPES, UserState
 from projections import status as st
@@ -38,11 +37,6 @@ from projections.users import UsersProjection
 from projections.users_table import Table
 
 log = logging.getLogger(__name__)
-
-_SELECT_EVENTS = (
-    "SELECT notification_id, originator_id, originator_version, topic, state "
-    f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-)
 
 
 @dataclass(frozen=True)
@@ -222,11 +216,7 @@ class Projector:
                     status.version,
                     self.projection.version,
                 )
-                if status.rebuild_requested is None:
-                    conn.execute(
-                        f"UPDATE {st.STATUS_TABLE} SET rebuild_requested = now() WHERE name = %s",
-                        (self.name,),
-                    )
+                st.request_rebuild(conn, self.name, unless_requested=True)
         self.failed = False
         return True
 
@@ -250,7 +240,7 @@ class Projector:
             status = st.read_status(conn, self.name)
             table = self._live_table(conn, status.version if status else "")
             position = st.read_position(conn, self.name, lock=True)
-            rows = conn.execute(_SELECT_EVENTS, (position, limit)).fetchall()
+            rows = conn.execute(EVENTS_AFTER, (position, limit)).fetchall()
             if not rows:
                 return 0
             recorded, failure = decode_rows(self.ledger, rows)
@@ -266,7 +256,7 @@ class Projector:
 
     def _culprit(self, conn: psycopg.Connection[Any], message: str) -> Failure:
         position = st.read_position(conn, self.name, lock=False)
-        rows = conn.execute(_SELECT_EVENTS, (position, 1)).fetchall()
+        rows = conn.execute(EVENTS_AFTER, (position, 1)).fetchall()
         if not rows:
             return Failure(position, "", 0, "", message)
         recorded, failure = decode_rows(self.ledger, rows)
@@ -291,18 +281,3 @@ class Projector:
         with conn.transaction():
             st.write_status(conn, self.name, error=failure.as_dict())
         self.failed = True
-
-
-def wait_for_position(database: Database, name: str, position: int, timeout: float = 10.0) -> bool:
-    """Block until the projection has applied `position` (for scripts and tests)."""
-    deadline = time.monotonic() + timeout
-    with database.connect() as conn:
-        conn.execute(f"LISTEN {st.POSITION_CHANNEL}")
-        while True:
-            if st.read_position(conn, name, lock=False) >= position:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            for _ in conn.notifies(timeout=min(remaining, 0.2), stop_after=1):
-                break

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ledger.application import EVENTS_TABLE, Ledger
+from ledger.application import EVENTS_AFTER, Ledger
 from ledger.db import Database
 from projections import status as st
 from projections import users_table
@@ -51,11 +51,6 @@ SWAP_LOCK_TIMEOUT = "200ms"
 #: A long audit (or a long read) holds the live table; the swap keeps trying.
 SWAP_ATTEMPTS = 100
 CATCH_UP_BATCH = 5000
-
-_EVENTS_AFTER = (
-    "SELECT notification_id, originator_id, originator_version, topic, state "
-    f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-)
 
 
 class RebuildError(Exception):
@@ -280,7 +275,7 @@ class Rebuild:
     def _apply_after(
         self, conn: psycopg.Connection[Any], table: Table, position: int, progress: Progress
     ) -> tuple[int, int]:
-        rows = conn.execute(_EVENTS_AFTER, (position, CATCH_UP_BATCH)).fetchall()
+        rows = conn.execute(EVENTS_AFTER, (position, CATCH_UP_BATCH)).fetchall()
         if not rows:
             return 0, position
         recorded, failure = decode_rows(self.ledger, rows)
@@ -325,12 +320,7 @@ class Rebuild:
                     )
                     st.reset_position(conn, self.name, position)
                     st.drop_position(conn, self.staging_tracking)
-                    conn.execute(
-                        f"UPDATE {st.STATUS_TABLE} SET version = %s, error = NULL, rebuild = NULL, "
-                        "rebuild_requested = CASE WHEN rebuild_requested <= %s THEN NULL "
-                        "ELSE rebuild_requested END, updated_at = now() WHERE name = %s",
-                        (self.projection.version, requested_before, self.name),
-                    )
+                    st.rebuilt(conn, self.name, self.projection.version, requested_before)
                     conn.execute("SELECT pg_notify(%s, %s)", (st.POSITION_CHANNEL, str(position)))
                     conn.execute("SELECT pg_notify(%s, '')", (st.CONTROL_CHANNEL,))
                 log.info("swapped in the rebuilt %r table at position %d", self.name, position)

@@ -28,10 +28,4 @@ def create_tables(
             st.ensure_status(conn, projection.name, projection.version)
             return
         users_table.create(conn, users_table.LIVE_SCHEMA, projection)
-        st.reset_position(conn, projection.name, 0)
-        conn.execute(
-            f"INSERT INTO {st.STATUS_TABLE} (name, version) VALUES (%s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, error = NULL, "
-            "updated_at = now()",
-            (projection.name, projection.version),
-        )
+        st.new_table(conn, projection.name, projection.version)

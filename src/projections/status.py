@@ -56,8 +56,12 @@ def tracking_recorder(datastore: PostgresDatastore) -> PostgresTrackingRecorder:
     return PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
 
 
+#: A projection's position (by its tracking name).
+SELECT_POSITION = f"SELECT notification_id FROM {TRACKING_TABLE} WHERE application_name = %s"
+
+
 def read_position(conn: psycopg.Connection[Any], tracking_name: str, *, lock: bool) -> int:
-    query = f"SELECT notification_id FROM {TRACKING_TABLE} WHERE application_name = %s"
+    query = SELECT_POSITION
     if lock:
         query += " FOR UPDATE"
     row = conn.execute(query, (tracking_name,)).fetchone()
@@ -113,6 +117,43 @@ def write_status(conn: psycopg.Connection[Any], name: str, **values: Any) -> Non
     conn.execute(
         f"UPDATE {STATUS_TABLE} SET {assignments}, updated_at = now() WHERE name = %s",
         [*params, name],
+    )
+
+
+def new_table(conn: psycopg.Connection[Any], name: str, version: str) -> None:
+    """A fresh live table of `version`, projected from position 0."""
+    reset_position(conn, name, 0)
+    conn.execute(
+        f"INSERT INTO {STATUS_TABLE} (name, version) VALUES (%s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, error = NULL, "
+        "updated_at = now()",
+        (name, version),
+    )
+
+
+def request_rebuild(conn: psycopg.Connection[Any], name: str, *, unless_requested: bool) -> None:
+    """Ask the active projector to rebuild `name` (it starts within a moment):
+    now, or, `unless_requested`, only if no request is pending."""
+    when = "COALESCE(rebuild_requested, now())" if unless_requested else "now()"
+    with conn.transaction():
+        conn.execute(
+            f"UPDATE {STATUS_TABLE} SET rebuild_requested = {when}, updated_at = now() "
+            "WHERE name = %s",
+            (name,),
+        )
+        conn.execute("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, name))
+
+
+def rebuilt(
+    conn: psycopg.Connection[Any], name: str, version: str, requested_before: datetime
+) -> None:
+    """The live table is now a rebuilt one of `version`: the requests made before
+    its rebuild started are met, any later one stands."""
+    conn.execute(
+        f"UPDATE {STATUS_TABLE} SET version = %s, error = NULL, rebuild = NULL, "
+        "rebuild_requested = CASE WHEN rebuild_requested <= %s THEN NULL "
+        "ELSE rebuild_requested END, updated_at = now() WHERE name = %s",
+        (version, requested_before, name),
     )
 
 

@@ -91,10 +91,6 @@ class Table:
             for row in rows:
                 copy.write_row(row)
 
-    def count(self, conn: psycopg.Connection[Any]) -> int:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)).fetchone()
-        return int(row[0]) if row else 0
-
 
 def describe(conn: psycopg.Connection[Any], schema: str, projection: UsersProjection) -> Table:
     """The users table in `schema`, as the catalog says it is today."""
@@ -124,6 +120,6 @@ def create(conn: psycopg.Connection[Any], schema: str, projection: UsersProjecti
 # -- the API's reads ---------------------------------------------------------
 
 SELECT_USER = (
-    "SELECT id, level::text AS level, renewal_period::text AS renewal_period, free_credits, "
-    "free_chat_messages, version, position, updated_at FROM users WHERE id = %s"
+    "SELECT id, level, renewal_period, free_credits, free_chat_messages, version, position, "
+    f"updated_at FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"
 )

@@ -10,7 +10,8 @@ from api.deps import AdminAccess, ReaderAccess
 from api.routers import problems
 from api.schemas import ProjectionList, ProjectionOut
 from ledger.application import translate_errors
-from projections.overview import overview, request_rebuild
+from projections import status
+from projections.overview import overview
 
 router = APIRouter(prefix="/v1/projections", tags=["projections"])
 
@@ -42,6 +43,6 @@ def list_projections(services: ReaderAccess) -> Response:
 )
 def rebuild_users(services: AdminAccess) -> Response:
     with translate_errors(), services.database.connect() as conn:
-        request_rebuild(conn, services.projection.name)
+        status.request_rebuild(conn, services.projection.name, unless_requested=False)
         item = overview(conn, services.projection.name)
     return Response(orjson.dumps(item.as_dict()), 202, media_type="application/json")
