@@ -2,8 +2,9 @@
 
 Users register (some as before the credit system, in the old event shape),
 then mostly spend chat messages and credits, are granted more when they run
-low, and now and then change plan. Every event goes through the same commands
-and the same library insert as the API's, many commands per transaction.
+low, and now and then change plan. Every new event goes through the same
+commands and the same writer as the API's, many commands per transaction; the
+old-shape registrations go through the library's own insert.
 """
 
 from __future__ import annotations

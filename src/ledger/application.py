@@ -59,7 +59,9 @@ class JsonTranscoder(Transcoder):
 
 
 class Ledger(Application[str]):
-    """Users' streams in PostgreSQL, written and read through the library."""
+    """Users' streams in the library's PostgreSQL events table: its aggregates,
+    mapper, recorder and lock. (The writer inserts in batches of its own, under
+    the library's lock; see ledger.writer.)"""
 
     name = "Ledger"  # the events table is "ledger_events"
 

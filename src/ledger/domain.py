@@ -1,9 +1,10 @@
 """The User aggregate: its events, its rules, and the one fold of events into state.
 
 Every event class has an `evolve` method: the state after the event, given the
-state before it. The aggregate applies events through it, and so do the
-projector, the audit and the time-travel queries (`fold`). There is no other
-place where events turn into balances.
+state before it. The aggregate applies events through it (the library's
+`mutate` calls `apply`, which calls `evolve`), and so do the projector, the
+rebuild, the audit and the time-travel queries. There is no other place where
+events turn into balances; `fold` is `evolve` over a sequence.
 """
 
 from __future__ import annotations

@@ -7,21 +7,25 @@ per command is what lets the ledger scale.
 
 A batch runs like this, in one transaction:
 
-1. take the table lock (the library's lock statements);
+1. take the table lock (the library's own lock statements, and its NOTIFY);
 2. read stored outcomes of the batch's idempotency keys;
-3. bring the batch's users up to date: from an in-process cache, plus any events
-   other processes appended since (read under the lock, so nothing can slip in);
+3. bring the batch's users up to date: from an in-process cache (or the latest
+   snapshot), plus any events other processes appended since (read under the
+   lock, so nothing can slip in);
 4. decide each command in arrival order against the state left by the ones
    before it; a refused command refuses only itself;
-5. insert all new events with the library's insert statement, and the outcomes
-   of the batch's idempotency keys;
+5. insert all new events into the library's events table, encoded by its mapper
+   (the same insert as the library's, with one array per column: see
+   _INSERT_EVENTS), the outcomes of the batch's idempotency keys, and the
+   snapshots that are due;
 6. commit. Only then is any caller answered.
 
 Because decisions are made under the lock, two processes can never both spend
 the last credit: the second sees the first's event when it reads in step 3.
 
 The writer runs on the event loop, on a connection of its own. A batch takes
-four round trips (begin and lock, read, insert, commit), and while it waits for
+four round trips (begin and lock, read, insert, commit; one more when it has
+idempotency keys, users not cached, or snapshots due), and while it waits for
 PostgreSQL the loop goes on accepting requests, which become the next batch.
 """
 
