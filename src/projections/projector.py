@@ -178,6 +178,9 @@ class Projector:
                     self._wait(conn)
                     continue
             status = st.read_status(conn, self.name)
+            if status is not None and self._newer(status.version):
+                self._step_down(conn, status.version)
+                continue
             if status is not None and status.rebuild_requested and self._start_rebuild:
                 self._start_rebuild()
             if self.failed:
@@ -204,9 +207,12 @@ class Projector:
         ).fetchone()
         if not (row and row[0]):
             return False
+        status = st.read_status(conn, self.name)
+        if status is not None and self._newer(status.version):
+            self._step_down(conn, status.version)
+            return False
         log.info("projector %s is now active for %r", self.identity, self.name)
         with conn.transaction():
-            status = st.read_status(conn, self.name)
             if status is not None and status.error is not None:
                 # A new leader is the operator's retry: try the failed event again.
                 st.write_status(conn, self.name, error=None)
@@ -219,6 +225,23 @@ class Projector:
                 st.request_rebuild(conn, self.name, unless_requested=True)
         self.failed = False
         return True
+
+    def _newer(self, version: str) -> bool:
+        """Whether the live table was built by a later release's projection.
+        (During a rolling deploy, an old projector must not take it back.)"""
+        code, _, _ = version.partition(".")
+        return code.isdigit() and int(code) > self.projection.code_version
+
+    def _step_down(self, conn: psycopg.Connection[Any], version: str) -> None:
+        log.warning(
+            "the %r table is version %s, newer than this projector's %s: standing by",
+            self.name,
+            version,
+            self.projection.version,
+        )
+        conn.execute("SELECT pg_advisory_unlock(%s)", (st.leader_lock(self.name),))
+        self.is_leader = False
+        self._wait(conn)
 
     def _wait(self, conn: psycopg.Connection[Any]) -> None:
         """Until an event is appended, a control message arrives, or a poll is due."""

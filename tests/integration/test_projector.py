@@ -235,3 +235,22 @@ def test_one_projector_leads_and_a_standby_takes_over(
     wait_caught_up(database)
     second.stop()
     assert_projection_is_the_replay(database, ledger)
+
+
+def test_a_projector_of_an_older_release_stands_by_before_a_newer_table(
+    database: Database, ledger: Ledger, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("x"), CAUSE)
+    # A later release (its projection's code version 2) rebuilt the table.
+    rows(database, "UPDATE projection_status SET version = '2.abc' WHERE name = 'users'")
+    old = Projector(database, ledger, poll_interval=0.05)
+    old.start()
+    try:
+        time.sleep(0.5)
+        assert not old.is_leader
+        assert projection_position(database) == 0  # it did not write the newer table
+        with database.connect() as conn:
+            status = st.read_status(conn, "users")
+        assert status is not None and status.rebuild_requested is None
+    finally:
+        old.stop()
