@@ -21,6 +21,7 @@ from ledger.domain import Cause
 from ledger.idempotency import IdempotencyKey
 from ledger.writer import Accepted, CommandWriter, Result
 from projections import status as st
+from projections.audit import UserAudit, audit_user
 
 T = TypeVar("T")
 
@@ -178,3 +179,8 @@ class ServedLedger:
 
     def headers(self, role: str = "admin", **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {API_KEYS[role]}", **extra}
+
+
+def audit(database: Database, ledger: Ledger, user_id: str) -> UserAudit | None:
+    with database.connect() as conn:
+        return audit_user(conn, ledger, user_id)

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
+from psycopg_pool import ConnectionPool
 
 from api.auth import Keyring, Role, generated_admin_key
 from api.embedded import start as start_embedded
@@ -22,7 +23,7 @@ from api.metrics import Metrics
 from api.settings import Settings
 from ledger.application import TABLES as LEDGER_TABLES
 from ledger.application import Ledger
-from ledger.db import Database, advisory_lock
+from ledger.db import CONNECT_TIMEOUT, READ_TIMEOUT, Database, advisory_lock
 from ledger.writer import CommandWriter
 from projections.projector import Projector
 from projections.rebuild import BackgroundRebuilds
@@ -107,12 +108,18 @@ class Services:
     keyring: Keyring
     metrics: Metrics
     projection: UsersProjection
+    #: For the occasional reads of the routes that run on threads (audit,
+    #: projections, readiness, metrics): bounded, so that a burst of them cannot
+    #: use up the server's connections.
+    pool: ConnectionPool[psycopg.Connection[Any]]
 
     async def start(self) -> None:
+        self.pool.open(wait=False)
         await self.writer.start()
 
     async def stop(self) -> None:
         await self.writer.stop()
+        self.pool.close()
         self.ledger.close()
 
 
@@ -131,7 +138,16 @@ def build_services(
         on_batch=metrics.on_batch,
     )
     keys, _ = keyring(settings)
-    return Services(settings, database, ledger, writer, keys, metrics, projection)
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        database.conninfo(f"statement_timeout={READ_TIMEOUT}s"),
+        min_size=1,
+        max_size=settings.pool_size,
+        kwargs={"autocommit": True},
+        check=ConnectionPool.check_connection,  # cheap here, and survives a restart
+        timeout=CONNECT_TIMEOUT,
+        open=False,
+    )
+    return Services(settings, database, ledger, writer, keys, metrics, projection, pool)
 
 
 def run_projector(database: Database, settings: Settings, stop: threading.Event) -> None:

@@ -232,7 +232,8 @@ def _audit_one(
             print(f"no user {user_id!r} at {at.isoformat()}", file=sys.stderr)
             return 1
         return 0
-    result = audit_user(database, ledger, user_id)
+    with database.connect() as conn:
+        result = audit_user(conn, ledger, user_id)
     if result is None:
         print(f"no user {user_id!r}", file=sys.stderr)
         return 1

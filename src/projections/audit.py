@@ -7,6 +7,7 @@ not reported as wrong.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,33 +90,37 @@ def compare(
     return UserAudit(user_id, position, projected_view, replayed_view, differences)
 
 
-def _snapshot(conn: psycopg.Connection[Any]) -> None:
-    """Read the users table and the history in one snapshot, taken only once
-    no rebuild is swapping a new users table in (the lock waits for a swap in
-    progress, and holds off the next until the audit ends): else the snapshot
-    could pair the old table's position with the new table.
+@contextlib.contextmanager
+def snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A read-only transaction that reads the users table and the history in one
+    snapshot, taken only once no rebuild is swapping a new users table in (the
+    lock waits for a swap in progress, and holds off the next until the block
+    ends): else the snapshot could pair the old table's position with the new
+    table. `conn` is in autocommit mode (a pooled connection, say).
     https://www.postgresql.org/docs/current/explicit-locking.html"""
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    conn.execute(
-        sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
-            sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
+            )
         )
-    )
+        yield
 
 
 def audit_user(
-    database: Database, ledger: Ledger, user_id: str, projection: UsersProjection | None = None
+    conn: psycopg.Connection[Any],
+    ledger: Ledger,
+    user_id: str,
+    projection: UsersProjection | None = None,
 ) -> UserAudit | None:
     """The projected row against the replayed history; None if neither has the user."""
     projection = projection or UsersProjection()
-    with database.connect(autocommit=False) as conn:
-        _snapshot(conn)
+    with snapshot(conn):
         position = st.read_position(conn, projection.name, lock=False)
         table = users_table.describe(conn, users_table.LIVE_SCHEMA, projection)
         projected = table.read(conn, [user_id]).get(user_id)
         replayed = replay_user(ledger, conn, user_id, position)
-        conn.rollback()
     if projected is None and replayed is None:
         return None
     return compare(user_id, position, projected, replayed)
@@ -131,8 +136,7 @@ def audit_all(
     """Every user, streamed: the replay yields one user at a time, and the
     projected rows are fetched a chunk at a time, so memory stays bounded."""
     projection = projection or UsersProjection()
-    with database.connect(autocommit=False) as conn:
-        _snapshot(conn)
+    with database.connect() as conn, snapshot(conn):
         position = st.read_position(conn, projection.name, lock=False)
         table = users_table.describe(conn, users_table.LIVE_SCHEMA, projection)
         report = LedgerAudit(position)
@@ -154,7 +158,6 @@ def audit_all(
             report.mismatches.append(
                 compare(user_id, position, table.read(conn, [user_id]).get(user_id), None)
             )
-        conn.rollback()
     if on_progress is not None:
         on_progress(report, position)
     return report
@@ -207,9 +210,7 @@ class LedgerAt:
 
 def ledger_at(database: Database, ledger: Ledger, at: datetime) -> LedgerAt:
     """Every user replayed to `at`, summed: users, balances outstanding, levels."""
-    with database.connect(autocommit=False) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
+    with database.connect() as conn, snapshot(conn):
         position = st.head(conn)
         totals = LedgerAt(at, position)
         for state, _ in replay_all(ledger, conn, position, at=at):
@@ -217,5 +218,4 @@ def ledger_at(database: Database, ledger: Ledger, at: datetime) -> LedgerAt:
             totals.free_credits += state.free_credits or 0
             totals.free_chat_messages += state.free_chat_messages or 0
             totals.levels[state.level] = totals.levels.get(state.level, 0) + 1
-        conn.rollback()
     return totals

@@ -12,10 +12,10 @@ from ledger.application import Ledger
 from ledger.commands import ChangePlan, GrantChatMessages, GrantCredits, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause
-from projections.audit import audit_all, audit_user
+from projections.audit import audit_all
 from projections.history import state_at, timeline
 from projections.projector import Projector
-from tests.helpers import BackgroundWriter, rows, wait_caught_up
+from tests.helpers import BackgroundWriter, audit, rows, wait_caught_up
 
 CAUSE = Cause("admin", "key_audit", "req_1", "grant-500")
 
@@ -100,12 +100,12 @@ def test_an_audit_catches_a_row_changed_behind_the_projectors_back(
         wait_caught_up(database)
     finally:
         projector.stop()
-    clean = audit_user(database, ledger, "veteran")
+    clean = audit(database, ledger, "veteran")
     assert clean is not None and clean.consistent
 
     rows(database, "UPDATE users SET free_credits = 999999 WHERE id = 'veteran'")
 
-    result = audit_user(database, ledger, "veteran")
+    result = audit(database, ledger, "veteran")
     assert result is not None and not result.consistent
     assert result.differences == [{"field": "free_credits", "projected": 999999, "replayed": 503}]
     report = audit_all(database, ledger)

@@ -17,9 +17,8 @@ from ledger.commands import Command
 from ledger.db import Database
 from ledger.domain import MAX_BALANCE
 from ledger.errors import LedgerError
-from projections.audit import audit_user
 from projections.projector import Projector
-from tests.helpers import BackgroundWriter, rows, wait_caught_up
+from tests.helpers import BackgroundWriter, audit, rows, wait_caught_up
 from tests.unit.test_properties import (
     CAUSE,
     USERS,
@@ -71,7 +70,7 @@ def test_the_projection_equals_the_replay_for_any_commands(
 
     wait_caught_up(database)
     for uid in (prefix + u for u in USERS):
-        result = audit_user(database, ledger, uid)
+        result = audit(database, ledger, uid)
         if uid not in models:
             assert result is None
             continue

@@ -11,10 +11,9 @@ from ledger.application import Ledger
 from ledger.commands import GrantCredits, RegisterUser, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause, fold
-from projections.audit import audit_user
 from projections.history import state_at, timeline
 from projections.projector import Projector
-from tests.helpers import BackgroundWriter, rows, wait_caught_up
+from tests.helpers import BackgroundWriter, audit, rows, wait_caught_up
 
 CAUSE = Cause("admin", "key_snap", None, None)
 
@@ -115,6 +114,6 @@ def test_an_audit_replays_from_the_first_event_not_from_a_snapshot(
         projector.stop()
     bogus = snapshots.encode(fold(r.event for r in ledger.user_events(long_stream)[:5]))
     rows(database, "UPDATE ledger_snapshots SET state = %s", (bogus,))
-    result = audit_user(database, ledger, long_stream)
+    result = audit(database, ledger, long_stream)
     assert result is not None and result.consistent
     assert result.replayed is not None and result.replayed["version"] == 2501

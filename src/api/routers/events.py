@@ -53,8 +53,8 @@ def all_events(
     responses=problems(401, 403, 404, 422, 503),
 )
 def audit(user_id: UserIdPath, services: ReaderAccess) -> Response:
-    with translate_errors():
-        result = audit_user(services.database, services.ledger, user_id, services.projection)
+    with translate_errors(), services.pool.connection() as conn:
+        result = audit_user(conn, services.ledger, user_id, services.projection)
     if result is None:
         raise UserNotFound(f"no user with id {user_id!r}")
     return Response(orjson.dumps(result.as_dict()), media_type="application/json")

@@ -27,7 +27,7 @@ def healthz() -> dict[str, str]:
 )
 def readyz(services: OpenServices) -> Response:
     try:
-        with services.database.connect() as conn:
+        with services.pool.connection() as conn:
             item = overview(conn, services.projection.name)
     except psycopg.Error as e:
         return problem(
@@ -52,7 +52,7 @@ def readyz(services: OpenServices) -> Response:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(services: OpenServices) -> Response:
     try:
-        with services.database.connect() as conn:
+        with services.pool.connection() as conn:
             items = [overview(conn, services.projection.name)]
     except psycopg.Error:
         items = []

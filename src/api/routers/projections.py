@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/projections", tags=["projections"])
     responses=problems(401, 403, 503),
 )
 def list_projections(services: ReaderAccess) -> Response:
-    with translate_errors(), services.database.connect() as conn:
+    with translate_errors(), services.pool.connection() as conn:
         item = overview(conn, services.projection.name)
     return Response(orjson.dumps({"items": [item.as_dict()]}), media_type="application/json")
 
@@ -42,7 +42,7 @@ def list_projections(services: ReaderAccess) -> Response:
     responses=problems(401, 403, 503),
 )
 def rebuild_users(services: AdminAccess) -> Response:
-    with translate_errors(), services.database.connect() as conn:
+    with translate_errors(), services.pool.connection() as conn:
         status.request_rebuild(conn, services.projection.name, unless_requested=False)
         item = overview(conn, services.projection.name)
     return Response(orjson.dumps(item.as_dict()), 202, media_type="application/json")
