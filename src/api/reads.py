@@ -3,6 +3,7 @@ the watcher of the projection's position that read-your-writes waits on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -12,6 +13,10 @@ from psycopg_pool import AsyncConnectionPool
 from api.waiting import PositionWatcher
 from ledger.db import CONNECT_TIMEOUT, READ_TIMEOUT, Database
 from ledger.errors import DatabaseUnavailable
+
+#: Seconds a read of one row may take before the caller hears 503. (When it
+#: runs out, psycopg tries to cancel the query on the server, for up to 10 s more.)
+READ_DEADLINE = 5.0
 
 
 class Reads:
@@ -41,10 +46,14 @@ class Reads:
         for attempt in (1, 2):
             connected = False
             try:
-                async with self.pool.connection() as conn:
+                # A server that stops answering (rather than refusing) must not
+                # hold the request for ever: a point read takes milliseconds.
+                async with asyncio.timeout(READ_DEADLINE), self.pool.connection() as conn:
                     connected = True
                     cursor = await conn.execute(query, params, prepare=False)
                     return await cursor.fetchone()
+            except TimeoutError as e:
+                raise DatabaseUnavailable("the database did not answer in time") from e
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 if attempt == 2 or not connected:
                     raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e

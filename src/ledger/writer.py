@@ -84,8 +84,9 @@ _INSERT_EVENTS = (
     "RETURNING notification_id"
 )
 
-#: Seconds a batch may take, its wait for the lock included.
-BATCH_DEADLINE = LOCK_TIMEOUT + 10.0
+#: Seconds a batch may take, its wait for the lock included. (When it runs out,
+#: psycopg tries to cancel the query on the server, for up to 10 s more.)
+BATCH_DEADLINE = LOCK_TIMEOUT + 3.0
 
 #: After failing to connect, answer "unavailable" at once for this long.
 RECONNECT_BACKOFF = 0.5

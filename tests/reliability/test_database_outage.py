@@ -4,14 +4,16 @@ and loses nothing it acknowledged."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
 
+from api.bootstrap import run_projector
+from api.settings import Settings
 from tests.helpers import ServedLedger, head, wait_until
 from tests.reliability.conftest import (
     Load,
@@ -27,7 +29,6 @@ from tests.reliability.conftest import (
     assert_store_is_exactly_the_acknowledged,
     final_answers,
     mixed_call,
-    projector_child,
     projector_holders,
     registrations,
     send_calls,
@@ -186,55 +187,84 @@ def test_the_event_log_answers_503_promptly_while_postgres_is_down(
     )
 
 
-def api_up_projector_starting(postgres: PrivatePostgres, servers: Servers) -> ServedLedger:
-    """`ledger serve` with its API listening (so past its own connecting) and its
-    projector process not yet active: a start a few tries may take to catch."""
-    for _ in range(5):
-        env = {"PGAPPNAME": "serve", "LEDGER_WAIT_TIMEOUT_SECONDS": "2"}
-        served = ServedLedger(postgres.database, env=env)
-        servers.served.append(served)
-        served.start()
-        if projector_holders(postgres.database) == []:
-            return served
-        served.stop(signal.SIGKILL)
-    pytest.skip("the projector process was always active before the API listened")
-
-
-def test_a_server_starting_as_postgres_goes_away_projects_once_it_is_back(
-    private_postgres: PrivatePostgres, servers: Servers, report: Report
+def test_a_projector_started_while_postgres_is_away_projects_once_it_is_back(
+    private_postgres: PrivatePostgres, report: Report
 ) -> None:
+    """The body of `ledger serve`'s projector process (and of `ledger project`),
+    started while PostgreSQL is stopped: it waits, then leads and projects."""
     postgres = private_postgres
-    # `ledger serve` is up and listening; its projector process is still starting,
-    # when PostgreSQL goes away for a few seconds.
-    served = api_up_projector_starting(postgres, servers)
-    child = projector_child(served)
     postgres.stop("fast")
-    time.sleep(4.0)  # longer than a connection attempt waits
-    postgres.start()
-    assert served.process is not None and served.process.poll() is None
-
-    # Once PostgreSQL is back, commands work and the projection follows them.
-    def registered() -> bool:
-        return ask(served.url, "POST", "/v1/users", body={"id": USERS[0]}).status in (201, 409)
-
-    wait_until(registered, timeout=RECOVERY, every=0.2)
-
-    def projecting() -> bool:
-        (item,) = ask(served.url, "GET", "/v1/projections").body["items"]
-        return projector_holders(postgres.database) != [] and item["lag"] == 0
-
-    with contextlib.suppress(AssertionError):
-        wait_until(projecting, timeout=PROJECTOR_BACK, every=0.5)
-    (item,) = ask(served.url, "GET", "/v1/projections").body["items"]
-    position = head(postgres.database)
-    read = ask(served.url, "GET", f"/v1/users/{USERS[0]}?min_position={position}")
-
-    report(
-        "server starting as postgres goes away",
-        projector_process_alive=child.is_running() and child.status() != psutil.STATUS_ZOMBIE,
-        read_your_write=read.status,
-        projection_status=item["status"],
-        projection_lag=item["lag"],
+    stop = threading.Event()
+    projector = threading.Thread(
+        target=run_projector, args=(postgres.database, Settings(), stop), daemon=True
     )
-    assert read.status == 200
-    assert projector_holders(postgres.database) != []
+    projector.start()
+    try:
+        time.sleep(4.0)  # longer than a connection attempt waits
+        assert projector.is_alive()
+        postgres.start()
+        with ServedLedger(postgres.database, args=["--no-projector"]) as served:
+            answer = ask(served.url, "POST", "/v1/users", body={"id": USERS[0]})
+            assert answer.status in (201, 409)
+            position = head(postgres.database)
+            read = ask(served.url, "GET", f"/v1/users/{USERS[0]}?min_position={position}")
+            holders = projector_holders(postgres.database)
+            report(
+                "projector started while postgres was away",
+                waited_s=4.0,
+                read_your_write=read.status,
+                projector_holders=len(holders),
+            )
+            assert read.status == 200
+            assert len(holders) == 1
+    finally:
+        stop.set()
+        projector.join(15)
+
+
+def test_a_postgres_that_stops_answering_gets_503s_not_hangs(
+    private_postgres: PrivatePostgres, report: Report
+) -> None:
+    """PostgreSQL frozen (SIGSTOP: its connections stay open, nothing answers),
+    as a stalled server or a silent network path would be: commands and reads
+    are answered 503 within their deadlines, and all is well once it thaws."""
+    postgres = private_postgres
+    with ServedLedger(postgres.database) as served:
+        assert ask(served.url, "POST", "/v1/users", body={"id": "frozen"}).status == 201
+        assert ask(served.url, "GET", "/v1/users/frozen").status in (200, 404)
+        frozen = [p for p in psutil.process_iter() if _cwd(p) == postgres.pgdata]
+        for process in frozen:
+            process.suspend()
+        try:
+            command = ask(
+                served.url,
+                "POST",
+                "/v1/users/frozen/credits/grants",
+                body={"amount": 1},
+                timeout=40,
+            )
+            read = ask(served.url, "GET", "/v1/users/frozen", timeout=40)
+        finally:
+            for process in frozen:
+                process.resume()
+        after = ask(served.url, "POST", "/v1/users/frozen/credits/grants", body={"amount": 1})
+        report(
+            "postgres frozen",
+            processes=len(frozen),
+            command_status=command.status,
+            command_s=round(command.seconds, 1),
+            read_status=read.status,
+            read_s=round(read.seconds, 1),
+            after_thaw=after.status,
+        )
+        assert frozen
+        assert (command.status, read.status) == (503, 503)
+        assert command.seconds < 25 and read.seconds < 20  # deadlines, then the cancel
+        assert after.status == 201
+
+
+def _cwd(process: psutil.Process) -> Path | None:
+    try:
+        return Path(process.cwd())
+    except psutil.Error:
+        return None
