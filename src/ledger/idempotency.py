@@ -1,5 +1,11 @@
 """Idempotency keys: the first outcome of each key, stored in the same transaction
-as the events it produced, so a retry can never record twice."""
+as the events it produced, so a retry can never record twice.
+
+The outcome is kept as it was first given, the event and user as they were
+shown then: a retry gets the first response again, even after a release that
+adds fields to it. Keys are kept for good; a deployment that wants them to
+expire deletes old rows by `created_at`.
+"""
 
 from __future__ import annotations
 
