@@ -35,9 +35,8 @@ from ledger.db import Database
 
 EVENTS_PER_USER = 10
 LEGACY_FRACTION = 0.1  # `ledger generate`'s default
-#: Old-shape registrations are inserted by the library's insert_events, all in
-#: one statement per 5,000; past a few thousand, that statement can hang for
-#: good on a Unix socket (see BENCHMARKS.md). Fewer keep the history recordable.
+#: At most this many old-shape registrations in a history: a few per cent is what
+#: a rebuild meets in practice. (Part of the recipe the cached history is known by.)
 MAX_LEGACY_EVENTS = 2000
 STALL_SECONDS = 60
 
