@@ -24,6 +24,7 @@ from starlette.responses import Response
 from api.auth import Principal, Role
 from api.bootstrap import Services
 from api.middleware import PRINCIPAL_KEY, REQUEST_ID_KEY
+from api.problems import http_problem
 from ledger.commands import Command
 from ledger.domain import Cause
 from ledger.errors import LedgerError
@@ -54,10 +55,12 @@ def _authorize(request: Request, role: Role) -> tuple[Services, Principal]:
     if principal is None:  # only if a route outside /v1/ asked for a role
         raise HTTPException(401, "send an API key", {"WWW-Authenticate": "Bearer"})
     if principal.role < role:
-        raise HTTPException(
-            403, f"this needs the {role.name.lower()} role; the key is {principal.role_name}"
-        )
+        raise HTTPException(403, _too_weak(role, principal))
     return services, principal
+
+
+def _too_weak(role: Role, principal: Principal) -> str:
+    return f"this needs the {role.name.lower()} role; the key is {principal.role_name}"
 
 
 def _access(role: Role) -> Callable[[Request], Awaitable[Services]]:
@@ -65,6 +68,7 @@ def _access(role: Role) -> Callable[[Request], Awaitable[Services]]:
         services, _ = _authorize(request, role)
         return services
 
+    access.required_role = role  # type: ignore[attr-defined]
     return access
 
 
@@ -110,7 +114,22 @@ def _command(role: Role) -> Callable[[Request], Awaitable[CommandContext]]:
         request_id = str(request.scope.get(REQUEST_ID_KEY, ""))
         return CommandContext(services, principal, request_id, header)
 
+    context.required_role = role  # type: ignore[attr-defined]
     return context
+
+
+def role_refusal(request: Request) -> Response | None:
+    """The 403 a request's route would give its key, before its body is read."""
+    route = request.scope.get("route")
+    principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
+    dependant = getattr(route, "dependant", None)
+    if principal is None or dependant is None:
+        return None
+    for dependency in dependant.dependencies:
+        role: Role | None = getattr(dependency.call, "required_role", None)
+        if role is not None and principal.role < role:
+            return http_problem(403, _too_weak(role, principal))
+    return None
 
 
 ReaderAccess = Annotated[Services, Depends(_access(Role.READER))]

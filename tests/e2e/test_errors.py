@@ -383,3 +383,30 @@ def test_a_request_without_a_valid_key_is_unauthorized_whatever_its_body(
     )
 
     api.problem(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("role", "path"),
+    [
+        ("reader", "/v1/users/{id}/credits/spends"),
+        ("service", "/v1/users/{id}/credits/grants"),
+        ("service", "/v1/users/{id}/plan"),
+    ],
+)
+@pytest.mark.parametrize("body", [b'{"amount": ', b"\xff\xfe not even text"])
+def test_a_key_whose_role_is_too_weak_is_forbidden_whatever_its_body(
+    api: Api, role: str, path: str, body: bytes
+) -> None:
+    user_id = api.registered()
+    method = "PUT" if path.endswith("/plan") else "POST"
+
+    with api.records_nothing():
+        response = api.request(
+            method,
+            path.format(id=user_id),
+            content=body,
+            role=role,
+            headers={"Content-Type": "application/json"},
+        )
+
+    api.problem(response, 403, "forbidden")
