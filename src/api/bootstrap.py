@@ -23,7 +23,13 @@ from api.metrics import Metrics
 from api.settings import Settings
 from ledger.application import TABLES as LEDGER_TABLES
 from ledger.application import Ledger
-from ledger.db import CONNECT_TIMEOUT, READ_TIMEOUT, Database, advisory_lock
+from ledger.db import (
+    CONNECT_TIMEOUT,
+    POOL_RECONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    Database,
+    advisory_lock,
+)
 from ledger.writer import CommandWriter
 from projections.projector import Projector
 from projections.rebuild import BackgroundRebuilds
@@ -145,6 +151,7 @@ def build_services(
         kwargs={"autocommit": True},
         check=ConnectionPool.check_connection,  # cheap here, and survives a restart
         timeout=CONNECT_TIMEOUT,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
         open=False,
     )
     return Services(settings, database, ledger, writer, keys, metrics, projection, pool)

@@ -11,7 +11,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.waiting import PositionWatcher
-from ledger.db import CONNECT_TIMEOUT, READ_TIMEOUT, Database
+from ledger.db import CONNECT_TIMEOUT, POOL_RECONNECT_TIMEOUT, READ_TIMEOUT, Database
 from ledger.errors import DatabaseUnavailable
 
 #: Seconds a read of one row may take before the caller hears 503. (When it
@@ -27,6 +27,7 @@ class Reads:
             max_size=pool_size,
             kwargs={"autocommit": True, "row_factory": dict_row},
             timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=POOL_RECONNECT_TIMEOUT,
             open=False,
         )
         self.watcher = PositionWatcher(database, self.fetch_one, projection)

@@ -27,7 +27,7 @@ from eventsourcing.utils import Environment
 from psycopg.rows import DictRow, dict_row
 
 from ledger import idempotency, snapshots
-from ledger.db import Database
+from ledger.db import POOL_RECONNECT_TIMEOUT, Database
 from ledger.domain import User
 from ledger.errors import DatabaseUnavailable
 
@@ -77,6 +77,7 @@ class Ledger(Application[str]):
             pool = factory.datastore.pool
             pool.conninfo = conninfo
             pool.kwargs = {"row_factory": dict_row}
+            pool.reconnect_timeout = POOL_RECONNECT_TIMEOUT
         return factory
 
     @classmethod

@@ -17,6 +17,11 @@ LOCK_TIMEOUT = 5
 #: Seconds PostgreSQL lets a writer's session sit idle inside a transaction (holding
 #: the events table's lock) before it ends the session.
 IDLE_IN_TRANSACTION_TIMEOUT = 10
+#: Seconds a connection pool goes on retrying a connection that failed, before
+#: it frees the slot. psycopg_pool's default (5 minutes, backing off to seconds
+#: between tries) leaves a pool with every slot waiting for its next try for a
+#: while after PostgreSQL is back; freed at once, the next request connects anew.
+POOL_RECONNECT_TIMEOUT = 1.0
 #: Seconds a read may run before PostgreSQL cancels it.
 READ_TIMEOUT = 30
 _KEEPALIVES = ("tcp_keepalives_idle=5", "tcp_keepalives_interval=2", "tcp_keepalives_count=3")
