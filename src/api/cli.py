@@ -7,8 +7,11 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from api.bootstrap import (
     resolve_database,
     run_projector,
 )
+from api.metrics import MULTIPROCESS_DIR
 from api.progress import ProgressBar
 from api.settings import Settings
 from ledger.application import Ledger
@@ -106,13 +110,32 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if settings.workers > 1:
             os.environ["LEDGER_DATABASE_URL"] = database.url
-            uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)
+            with shared_metrics():
+                uvicorn.run(
+                    "api.app:app_from_env", factory=True, workers=settings.workers, **common
+                )
         else:
             uvicorn.run(create_app(build_services(settings, database)), **common)
     finally:
         if projector is not None:
             projector.stop()
     return 0
+
+
+@contextmanager
+def shared_metrics() -> Iterator[None]:
+    """Let the API processes started here count into files of one directory,
+    so that /metrics gives the server's totals whichever process answers; a
+    directory already named in PROMETHEUS_MULTIPROC_DIR is used as it is."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="ledger-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
 
 
 def project(args: argparse.Namespace) -> int:

@@ -1,18 +1,27 @@
 """Prometheus metrics: commands by type and outcome, their latency, group commit
-batches, and the projection's position, head and lag (read at scrape time)."""
+batches, and the projection's position, head and lag (read at scrape time).
+
+With several API processes behind one port (`ledger serve --workers N`), a
+scrape reaches any one of them, so each process writes its counts to files in
+PROMETHEUS_MULTIPROC_DIR and every scrape sums them all: the totals are the
+server's, whichever process answers."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from projections.overview import Overview
 
@@ -22,9 +31,17 @@ _STATUSES = ("running", "rebuilding", "stopped", "failed")
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+#: Set (by `ledger serve --workers N`, or by whoever runs the processes) to
+#: share counts between processes.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # prometheus_client chose per-process files or memory when it was
+        # imported, by the same variable.
+        self.shared_dir = os.environ.get(MULTIPROCESS_DIR)
         self.commands = Counter(
             "ledger_commands_total",
             "Commands handled, by command and outcome (ok or the problem type).",
@@ -50,31 +67,6 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
-        self.position = Gauge(
-            "ledger_projection_position",
-            "Last position applied.",
-            ["projection"],
-            registry=self.registry,
-        )
-        self.head = Gauge(
-            "ledger_projection_head",
-            "Newest position in the event log.",
-            ["projection"],
-            registry=self.registry,
-        )
-        self.lag = Gauge(
-            "ledger_projection_lag",
-            "Events recorded but not yet applied.",
-            ["projection"],
-            registry=self.registry,
-        )
-        self.status = Gauge(
-            "ledger_projection_status",
-            "1 for the projection's current status.",
-            ["projection", "status"],
-            registry=self.registry,
-        )
-
         # Label children, looked up once: labels() takes a lock and builds a key.
         self._counters: dict[tuple[str, str], Any] = {}
         self._timers: dict[str, Any] = {}
@@ -96,10 +88,42 @@ class Metrics:
         self.batch_seconds.observe(seconds)
 
     def render(self, projections: list[Overview]) -> bytes:
-        for p in projections:
-            self.position.labels(p.name).set(p.position)
-            self.head.labels(p.name).set(p.head)
-            self.lag.labels(p.name).set(p.lag)
-            for status in _STATUSES:
-                self.status.labels(p.name, status).set(1 if p.status == status else 0)
-        return generate_latest(self.registry)
+        if self.shared_dir:
+            commands = CollectorRegistry()
+            MultiProcessCollector(commands, path=self.shared_dir)  # type: ignore[no-untyped-call]
+        else:
+            commands = self.registry
+        read_now = CollectorRegistry()
+        read_now.register(_Projections(projections))
+        return generate_latest(commands) + generate_latest(read_now)
+
+
+class _Projections(Collector):
+    """The projections' position, head, lag and status, as read for this scrape
+    (from the database, so the same whichever process answers)."""
+
+    def __init__(self, projections: list[Overview]) -> None:
+        self.projections = projections
+
+    def collect(self) -> Iterator[Metric]:
+        position = GaugeMetricFamily(
+            "ledger_projection_position", "Last position applied.", labels=["projection"]
+        )
+        head = GaugeMetricFamily(
+            "ledger_projection_head", "Newest position in the event log.", labels=["projection"]
+        )
+        lag = GaugeMetricFamily(
+            "ledger_projection_lag", "Events recorded but not yet applied.", labels=["projection"]
+        )
+        status = GaugeMetricFamily(
+            "ledger_projection_status",
+            "1 for the projection's current status.",
+            labels=["projection", "status"],
+        )
+        for p in self.projections:
+            position.add_metric([p.name], p.position)
+            head.add_metric([p.name], p.head)
+            lag.add_metric([p.name], p.lag)
+            for name in _STATUSES:
+                status.add_metric([p.name, name], 1 if p.status == name else 0)
+        yield from (position, head, lag, status)
