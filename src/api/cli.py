@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -12,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from api.bootstrap import (
 from api.metrics import MULTIPROCESS_DIR
 from api.progress import ProgressBar
 from api.settings import Settings
+from ledger import idempotency
 from ledger.application import Ledger
 from ledger.db import Database
 from ledger.views import timestamp, user_view
@@ -150,6 +152,35 @@ def project(args: argparse.Namespace) -> int:
 def db_init(args: argparse.Namespace) -> int:
     database = _database(_settings(args))
     print(f"Tables ready in {database.name}.")
+    return 0
+
+
+#: Clients retry within minutes; a shorter retention is more likely a typo.
+SHORTEST_KEY_RETENTION = timedelta(hours=1)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _parse_age(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d{1,6})([smhd])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("give a number and a unit (s, m, h or d), e.g. 30d")
+    age = timedelta(**{_UNITS[match[2]]: int(match[1])})
+    if age < SHORTEST_KEY_RETENTION:
+        raise argparse.ArgumentTypeError(
+            "keys younger than an hour may still be retried; give 1h or more"
+        )
+    return age
+
+
+def prune_keys(args: argparse.Namespace) -> int:
+    database = _database(_settings(args))
+    with database.connect() as conn:
+        # By the server's clock, which stamped the keys.
+        row = conn.execute("SELECT now() - %s", (args.older_than,)).fetchone()
+        assert row is not None and isinstance(row[0], datetime)
+        before = row[0]
+        pruned = idempotency.prune(conn, before)
+    print(f"Pruned {pruned:,} idempotency keys first used before {timestamp(before)}.")
     return 0
 
 
@@ -442,6 +473,19 @@ def parser() -> argparse.ArgumentParser:
     db_sub = p.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     init = db_sub.add_parser("init", parents=[common], help="create the tables (idempotent)")
     init.set_defaults(run=db_init)
+    prune = db_sub.add_parser(
+        "prune-keys",
+        parents=[common],
+        help="forget idempotency keys first used longer ago than --older-than",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_parse_age,
+        required=True,
+        metavar="AGE",
+        help="e.g. 24h or 30d (at least 1h); a request repeated with a pruned key is new",
+    )
+    prune.set_defaults(run=prune_keys)
 
     p = sub.add_parser(
         "generate", parents=[common], help="record a realistic history, for benchmarks and demos"

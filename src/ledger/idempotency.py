@@ -3,17 +3,19 @@ as the events it produced, so a retry can never record twice.
 
 The outcome is kept as it was first given, the event and user as they were
 shown then: a retry gets the first response again, even after a release that
-adds fields to it. Keys are kept for good; a deployment that wants them to
-expire deletes old rows by `created_at`.
+adds fields to it. Keys are kept until pruned (`ledger db prune-keys`): a
+request repeated after its key is pruned is a new request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 
 TABLE = "ledger_idempotency_keys"
 
@@ -77,3 +79,11 @@ def store_params(
         [fingerprint for _, fingerprint, _ in records],
         [orjson.dumps(outcome).decode() for _, _, outcome in records],
     )
+
+
+def prune(conn: psycopg.Connection[Any], before: datetime) -> int:
+    """Forget the keys first used before `before`; how many. One statement: it
+    takes row locks only, so commands go on meanwhile (a retry of a key being
+    pruned waits for it, then runs as new)."""
+    cursor = conn.execute(f"DELETE FROM {TABLE} WHERE created_at < %s", (before,))
+    return cursor.rowcount

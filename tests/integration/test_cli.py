@@ -16,10 +16,20 @@ from api.embedded import start as start_embedded
 from ledger.commands import GrantCredits, RegisterUser, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause
+from ledger.idempotency import IdempotencyKey
 from tests.helpers import BackgroundWriter, ledger_process, rows, wait_caught_up, wait_until
 
 CAUSE = Cause("admin", "key_cli", "req_cli", None)
-COMMANDS = ["serve", "project", "rebuild", "audit", "import", "db init", "generate"]
+COMMANDS = [
+    "serve",
+    "project",
+    "rebuild",
+    "audit",
+    "import",
+    "db init",
+    "db prune-keys",
+    "generate",
+]
 
 
 def ledger(database: Database, *args: str) -> subprocess.CompletedProcess[str]:
@@ -190,3 +200,30 @@ def test_audit_at_a_time_tells_one_user_or_the_whole_ledger_as_it_was(
     assert "1 users (1 free); 10 credits and 20 chat messages outstanding" in whole.stdout
     now = ledger(database, "audit", "--at", "2999-01-01T00:00:00Z", "--json")
     assert '"users":2' in now.stdout and '"free_credits":16' in now.stdout
+
+
+def test_pruning_idempotency_keys_forgets_only_the_old_ones(
+    database: Database, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("pat"), CAUSE)
+    old, recent = IdempotencyKey("key_cli", "old"), IdempotencyKey("key_cli", "recent")
+    writer.execute(SpendCredits("pat", 1), CAUSE, old)
+    writer.execute(SpendCredits("pat", 1), CAUSE, recent)
+    with database.connect() as conn:
+        conn.execute(
+            "UPDATE ledger_idempotency_keys SET created_at = now() - interval '31 days' "
+            "WHERE key = 'old'"
+        )
+
+    too_young = ledger(database, "db", "prune-keys", "--older-than", "30m")
+    assert too_young.returncode == 2
+    assert "1h or more" in too_young.stderr
+    pruned = ledger(database, "db", "prune-keys", "--older-than", "30d")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "Pruned 1 idempotency keys first used before " in pruned.stdout
+
+    assert writer.execute(SpendCredits("pat", 1), CAUSE, recent).replayed
+    # A pruned key is a new request: it spends again.
+    again = writer.execute(SpendCredits("pat", 1), CAUSE, old)
+    assert not again.replayed
+    assert again.user["free_credits"] == 7
