@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -70,6 +71,18 @@ def rows(database: Database, query: str, params: tuple[Any, ...] = ()) -> list[t
     with database.connect() as conn:
         cursor = conn.execute(query, params)  # type: ignore[arg-type]
         return cursor.fetchall() if cursor.description else []
+
+
+def record_unreadable_event(database: Database, user_id: str, version: int) -> None:
+    """Append to a user's stream an event of a type this release does not know,
+    as a newer release would record it during a rolling deploy."""
+    state = {"timestamp": "2026-01-01T00:00:00+00:00", "cause": None, "amount": 1}
+    rows(
+        database,
+        "INSERT INTO ledger_events (originator_id, originator_version, topic, state) "
+        "VALUES (%s, %s, 'ledger.domain:User.CreditsExpired', %s)",
+        (user_id, version, json.dumps(state).encode()),
+    )
 
 
 class BackgroundWriter:

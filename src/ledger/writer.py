@@ -153,7 +153,7 @@ class _Decisions:
         self,
         batch: Sequence[_Pending],
         users: dict[str, User | None],
-        unreadable: dict[str, Exception],
+        unreadable: dict[str, HistoryUnreadable],
         stored: dict[IdempotencyKey, idempotency.StoredOutcome],
     ) -> None:
         self.batch = batch
@@ -178,10 +178,7 @@ class _Decisions:
             self.results[index] = _replay(stored[key], fingerprint)
             return
         if command.user_id in self.unreadable:
-            cause = self.unreadable[command.user_id]
-            self.results[index] = HistoryUnreadable(
-                f"the history of {command.user_id!r} cannot be read by this release: {cause}"
-            )
+            self.results[index] = HistoryUnreadable(self.unreadable[command.user_id].detail)
             return
         try:
             user = command.decide(self.users.get(command.user_id), pending.cause)
@@ -471,19 +468,25 @@ class CommandWriter:
 
     def _fast_forward(
         self, users: dict[str, User | None], rows: list[tuple[Any, ...]]
-    ) -> dict[str, Exception]:
+    ) -> dict[str, HistoryUnreadable]:
         """Apply the events read under the lock. Returns the users whose history
         this release cannot read, and why; their commands are refused alone."""
-        unreadable: dict[str, Exception] = {}
+        unreadable: dict[str, HistoryUnreadable] = {}
         for user_id, version, topic, state in rows:
             if user_id in unreadable:
                 continue
             try:
                 event = self.ledger.decode(StoredEvent(user_id, version, topic, bytes(state)))
                 users[user_id] = cast(User | None, event.mutate(users[user_id]))
-            except Exception as e:
-                log.error("cannot read %r's event at version %d: %s", user_id, version, e)
+            except HistoryUnreadable as e:
                 unreadable[user_id] = e
+            except Exception as e:
+                unreadable[user_id] = HistoryUnreadable(
+                    f"{user_id!r}'s event {version} ({topic}) cannot be applied "
+                    f"by this release: {e}"
+                )
+            if user_id in unreadable:
+                log.error("%s", unreadable[user_id].detail)
         for user_id in unreadable:
             users[user_id] = None  # never cached, never decided on
         return unreadable

@@ -281,6 +281,13 @@ def test_malformed_json_is_named_as_such(api: Api) -> None:
         ("/v1/users/{id}/state", {"version": "last"}),
         ("/v1/users/{id}/state", {"at": "yesterday"}),
         ("/v1/users/{id}/state", {"at": "2026-01-31T12:00:00"}),
+        ("/v1/users/{id}/state", {"at": "0"}),
+        ("/v1/users/{id}/state", {"at": "1800000000"}),
+        ("/v1/users/{id}/state", {"at": "2026-01-31"}),
+        ("/v1/users/{id}/state", {"at": "2026-01-31T12:00Z"}),
+        ("/v1/users/{id}/state", {"at": "2026-01-31T12:00:00+0100"}),
+        ("/v1/users/{id}/state", {"at": "2026-01-31T12:00:00,5Z"}),
+        ("/v1/users/{id}/state", {"at": "2026-02-30T12:00:00Z"}),
         ("/v1/users/{id}/state", {"at": "2026-01-31T12:00:00Z", "version": "1"}),
         ("/v1/events", {"after": "-1"}),
         ("/v1/events", {"after": "start"}),
@@ -294,6 +301,23 @@ def test_an_invalid_query_is_refused(api: Api, path: str, params: dict[str, str]
     response = api.get(path.format(id=user_id), params=params)
 
     api.problem(response, 422, "validation-error")
+
+
+@pytest.mark.parametrize(
+    ("at", "status"),
+    [
+        ("9999-12-31T23:59:59.999999-23:59", 200),
+        ("9999-12-31T23:59:59.123456789Z", 200),
+        ("0001-01-01T00:00:00+23:59", 404),
+        ("0001-01-01T00:00:00Z", 404),
+    ],
+)
+def test_the_state_at_the_ends_of_time_is_an_answer(api: Api, at: str, status: int) -> None:
+    user_id = api.registered()
+
+    response = api.get(f"/v1/users/{user_id}/state", params={"at": at})
+
+    assert response.status_code == status, response.text
 
 
 # -- 413: too large ---------------------------------------------------------------------

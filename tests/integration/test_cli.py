@@ -17,7 +17,14 @@ from ledger.commands import GrantCredits, RegisterUser, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause
 from ledger.idempotency import IdempotencyKey
-from tests.helpers import BackgroundWriter, ledger_process, rows, wait_caught_up, wait_until
+from tests.helpers import (
+    BackgroundWriter,
+    ledger_process,
+    record_unreadable_event,
+    rows,
+    wait_caught_up,
+    wait_until,
+)
 
 CAUSE = Cause("admin", "key_cli", "req_cli", None)
 COMMANDS = [
@@ -227,3 +234,26 @@ def test_pruning_idempotency_keys_forgets_only_the_old_ones(
     again = writer.execute(SpendCredits("pat", 1), CAUSE, old)
     assert not again.replayed
     assert again.user["free_credits"] == 7
+
+
+def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
+    database: Database, writer: BackgroundWriter
+) -> None:
+    writer.execute(RegisterUser("newer"), CAUSE)
+    projector = ledger_process("project", database=database)
+    try:
+        wait_caught_up(database)
+    finally:
+        projector.terminate()
+        projector.wait()
+    record_unreadable_event(database, "newer", 2)
+
+    one = ledger(database, "audit", "newer")
+    unreachable = ledger(Database("postgresql://postgres@127.0.0.1:1/nowhere"), "audit")
+
+    assert one.returncode == 3
+    assert "'newer''s event 2 (ledger.domain:User.CreditsExpired) cannot be read" in one.stderr
+    assert "Traceback" not in one.stderr
+    assert unreachable.returncode == 3
+    assert unreachable.stderr.startswith("ledger: cannot reach the database: ")
+    assert "Traceback" not in unreachable.stderr

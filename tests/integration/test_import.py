@@ -160,3 +160,40 @@ def test_a_header_without_the_required_columns_is_refused(
     result = run_import(database, str(path))
     assert result.returncode == 1
     assert "line 1: the header has no column id, level" in result.stderr
+
+
+def test_rows_that_are_not_utf8_are_named_and_the_rest_can_be_imported(
+    database: Database, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "u.csv"
+    csv_path.write_bytes(
+        b"id,level,renewal_period,free_credits,free_chat_messages\n"
+        b"c1,free,,1,2\n"
+        b"\xff\xfe,free,,1,2\n"
+        b"c3,pro,monthly,,\n"
+    )
+    lines_path = tmp_path / "u.jsonl"
+    lines_path.write_bytes(b'{"id": "j1", "level": "free"}\n{"id": "j\xe9", "level": "free"}\n')
+
+    refused = run_import(database, str(csv_path))
+    skipped = run_import(database, "--skip-bad", str(csv_path))
+    json_lines = run_import(database, str(lines_path))
+
+    assert refused.returncode == 1
+    assert "line 3: not UTF-8 text" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert skipped.returncode == 0, skipped.stderr
+    assert "Imported 2 users" in skipped.stdout
+    assert json_lines.returncode == 1
+    assert "line 2: not UTF-8 text" in json_lines.stderr
+    assert head(database) == 2
+
+
+def test_an_empty_file_is_refused(database: Database, tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_bytes(b"")
+
+    result = run_import(database, str(path))
+
+    assert result.returncode == 1
+    assert "line 1: the file is empty" in result.stderr

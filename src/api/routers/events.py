@@ -35,11 +35,10 @@ def all_events(
     limit: Limit = 100,
 ) -> Response:
     with translate_errors():
-        recorded = services.ledger.events_after(after, limit + 1)
-    page = recorded[:limit]
+        page, more = services.ledger.events_after(after, limit)
     body = {
         "items": [event_view(r.event, r.position) for r in page],
-        "next": page[-1].position if len(recorded) > limit else None,
+        "next": page[-1].position if more else None,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

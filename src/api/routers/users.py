@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import AwareDatetime
+from pydantic import BeforeValidator, WithJsonSchema
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -31,12 +32,18 @@ from ledger.commands import (
 )
 from ledger.domain import USER_ID_PATTERN
 from ledger.errors import UserNotFound
-from ledger.views import event_view, user_view
+from ledger.views import event_view, parse_timestamp, timestamp, user_view
 from projections import history
 from projections.users_table import SELECT_USER
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
+#: A strict RFC 3339 time (pydantic's own datetime takes Unix times and more).
+Rfc3339 = Annotated[
+    datetime,
+    BeforeValidator(lambda value: parse_timestamp(value) if isinstance(value, str) else value),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 UserIdPath = Annotated[
     str,
     Path(
@@ -205,16 +212,17 @@ def user_events(
     items: list[dict[str, Any]] = []
     with translate_errors():
         steps = list(
-            history.timeline(services.ledger, user_id, after_version=after_version, limit=limit + 1)
+            history.timeline(services.ledger, user_id, after_version=after_version, limit=limit)
         )
-        if not steps and not services.ledger.user_events(user_id, limit=1):
+        if not steps and not services.ledger.has_events(user_id):
             raise UserNotFound(f"no user with id {user_id!r}")
-    for step in steps[:limit]:
+        last = steps[-1].recorded.event.originator_version if steps else 0
+        more = len(steps) == limit and services.ledger.has_events(user_id, after_version=last)
+    for step in steps:
         item = event_view(step.recorded.event, step.recorded.position)
         item["user"] = user_view(step.state, step.recorded.position)
         items.append(item)
-    more = len(steps) > limit
-    return _json({"items": items, "next": items[-1]["version"] if more else None})
+    return _json({"items": items, "next": last if more else None})
 
 
 @router.get(
@@ -229,7 +237,10 @@ def user_events(
 def user_state(
     user_id: UserIdPath,
     services: ReaderAccess,
-    at: Annotated[AwareDatetime | None, Query(description="RFC 3339, with a timezone.")] = None,
+    at: Annotated[
+        Rfc3339 | None,
+        Query(description="RFC 3339, with an offset: 2026-01-31T12:00:00Z."),
+    ] = None,
     version: Annotated[
         int | None, Query(ge=1, le=MAX_POSITION, description="A version of the stream.")
     ] = None,
@@ -239,6 +250,6 @@ def user_state(
     with translate_errors():
         found = history.state_at(services.ledger, user_id, at=at, version=version)
     if found is None:
-        when = f" at {at.isoformat()}" if at is not None else ""
+        when = f" at {timestamp(at)}" if at is not None else ""
         raise UserNotFound(f"no user with id {user_id!r}{when}")
     return _json(user_view(found.state, found.position))

@@ -1,0 +1,69 @@
+"""A user's history that holds an event this release cannot read (one recorded
+by a newer release during a rolling deploy, say): every route that would
+replay it answers 503 `history-unreadable`, naming the event, and never a 500;
+other users, and the part of the history before it, are served as ever."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import pytest
+
+from tests.e2e.conftest import Api
+from tests.helpers import head, record_unreadable_event, wait_caught_up
+
+NAMED = "'newer''s event 2 (ledger.domain:User.CreditsExpired) cannot be read by this release"
+
+
+@pytest.fixture(scope="module")
+def api(serve_ledger: Callable[..., AbstractContextManager[Api]]) -> Iterator[Api]:
+    with serve_ledger() as served:
+        served.register("newer")
+        served.register("older")
+        wait_caught_up(served.database)
+        record_unreadable_event(served.database, "newer", 2)
+        yield served
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", "/v1/users/newer/events", "reader"),
+        ("GET", "/v1/users/newer/state", "reader"),
+        ("GET", "/v1/users/newer/state?at=2100-01-01T00:00:00Z", "reader"),
+        ("GET", "/v1/events?after=0", "admin"),
+        ("POST", "/v1/users/newer/credits/spends", "service"),
+    ],
+)
+def test_a_route_that_would_replay_it_answers_503_naming_the_event(
+    api: Api, method: str, path: str, role: str
+) -> None:
+    body = {"amount": 1} if method == "POST" else None
+    response = api.request(method, path, role=role, json=body)
+
+    problem = api.problem(response, 503, "history-unreadable")
+    assert NAMED in problem["detail"]
+
+
+def test_what_comes_before_it_and_other_users_are_served(api: Api) -> None:
+    before = api.json(api.get("/v1/users/newer/state?version=1", role="reader"))
+    projected = api.json(api.get("/v1/users/newer", role="reader"))
+    others = api.json(api.get("/v1/users/older/events", role="reader"))
+    spent = api.check_command(api.post("/v1/users/older/credits/spends", {"amount": 1}))
+    audit = api.json(api.get("/v1/audit/users/newer", role="reader"))
+    page = api.json(api.get("/v1/users/newer/events?limit=1", role="reader"))
+    first = api.json(api.get("/v1/events?after=0&limit=2", role="admin"))
+    after = api.json(api.get(f"/v1/events?after={head(api.database) - 1}", role="admin"))
+
+    assert before["version"] == 1 and before["free_credits"] == 10
+    assert projected["version"] == 1
+    assert [item["type"] for item in others["items"]] == ["UserRegistered"]
+    # The audit compares at the projection's position, which stopped before it.
+    assert audit["consistent"] is True and audit["replayed"]["version"] == 1
+    # A page that ends before it is served, and says more follows.
+    assert [item["version"] for item in page["items"]] == [1] and page["next"] == 1
+    assert spent["user"]["free_credits"] == 9
+    assert [item["user_id"] for item in first["items"]] == ["newer", "older"]
+    assert first["next"] == 2
+    assert [item["user_id"] for item in after["items"]] == ["older"]
