@@ -41,9 +41,10 @@ IDEMPOTENCY_KEY_DOC: dict[str, Any] = {
             "in": "header",
             "required": False,
             "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "maxLength": 255},
-            "description": "Up to 255 printable ASCII characters. A retry with the same key "
-            "and the same request returns the first response (with `Idempotent-Replayed: true`) "
-            "and records nothing new; the same key with another request is refused (422).",
+            "description": "Up to 255 printable ASCII characters, without spaces. A retry "
+            "with the same key and the same request returns the first response (with "
+            "`Idempotent-Replayed: true`) and records nothing new; the same key with another "
+            "request is refused (422).",
         }
     ]
 }
@@ -108,14 +109,39 @@ def _command(role: Role) -> Callable[[Request], Awaitable[CommandContext]]:
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise HTTPException(422, "send the body as JSON, with Content-Type: application/json")
-        header = request.headers.get("idempotency-key")
-        if header is not None and not _IDEMPOTENCY_KEY.fullmatch(header):
-            raise HTTPException(422, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+        header = _idempotency_header(request)
         request_id = str(request.scope.get(REQUEST_ID_KEY, ""))
         return CommandContext(services, principal, request_id, header)
 
     context.required_role = role  # type: ignore[attr-defined]
     return context
+
+
+def _idempotency_header(request: Request) -> str | None:
+    header = request.headers.get("idempotency-key")
+    if header is not None and not _IDEMPOTENCY_KEY.fullmatch(header):
+        raise HTTPException(
+            422, "Idempotency-Key must be 1 to 255 printable ASCII characters, without spaces"
+        )
+    return header
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    """A request with no command body that still takes an Idempotency-Key."""
+
+    services: Services
+    key: IdempotencyKey | None
+
+
+def _keyed(role: Role) -> Callable[[Request], Awaitable[KeyedRequest]]:
+    async def keyed(request: Request) -> KeyedRequest:
+        services, principal = _authorize(request, role)
+        header = _idempotency_header(request)
+        return KeyedRequest(services, IdempotencyKey(principal.key_id, header) if header else None)
+
+    keyed.required_role = role  # type: ignore[attr-defined]
+    return keyed
 
 
 def role_refusal(request: Request) -> Response | None:
@@ -136,6 +162,7 @@ ReaderAccess = Annotated[Services, Depends(_access(Role.READER))]
 AdminAccess = Annotated[Services, Depends(_access(Role.ADMIN))]
 ServiceCommand = Annotated[CommandContext, Depends(_command(Role.SERVICE))]
 AdminCommand = Annotated[CommandContext, Depends(_command(Role.ADMIN))]
+AdminKeyed = Annotated[KeyedRequest, Depends(_keyed(Role.ADMIN))]
 
 
 async def _services(request: Request) -> Services:

@@ -114,6 +114,38 @@ def test_a_rebuild_keeps_serving_and_brings_back_the_same_users(api: Api) -> Non
         assert audit["consistent"] is True, audit
 
 
+def rebuild_requested_at(api: Api) -> Any:
+    return rows(api.database, f"SELECT rebuild_requested FROM {st.STATUS_TABLE}")[0][0]
+
+
+def test_a_rebuild_asked_for_again_under_its_key_is_asked_for_once(api: Api) -> None:
+    used = api.new_id("keyed")
+    api.check_command(api.post("/v1/users", {"id": used}, key=f"register-{used}"))
+    path = "/v1/projections/users/rebuild"
+
+    with rebuild_held_at_its_start(api):
+        first = api.post(path, key=f"rebuild-{used}")
+        wait_until(lambda: api.projection()["status"] == "rebuilding", timeout=30)
+        requested = rebuild_requested_at(api)
+        again = api.post(path, key=f"rebuild-{used}")
+        requested_again = rebuild_requested_at(api)
+        command_under_it = api.post("/v1/users", {"id": api.new_id()}, key=f"rebuild-{used}")
+        rebuild_under_a_commands_key = api.post(path, key=f"register-{used}")
+        spaced = api.post(path, key="two words")
+    wait_until(lambda: rebuilt(api.projection()), timeout=60)
+
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
+    assert requested is not None and requested_again == requested
+    api.problem(command_under_it, 422, "idempotency-key-reused")
+    api.problem(rebuild_under_a_commands_key, 422, "idempotency-key-reused")
+    api.problem(spaced, 422)
+    # Asked for once: once done, no second rebuild is pending.
+    assert rebuild_requested_at(api) is None
+    assert api.projection()["rebuild_requested"] is False
+
+
 def rebuilt(projection: dict[str, Any]) -> bool:
     rebuild = projection.get("rebuild") or {}
     return (

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import orjson
+import psycopg
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from api.deps import AdminAccess, ReaderAccess
+from api.deps import IDEMPOTENCY_KEY_DOC, AdminKeyed, ReaderAccess
 from api.routers import problems
 from api.schemas import ProjectionList, ProjectionOut
+from ledger import idempotency
 from ledger.application import translate_errors
+from ledger.db import advisory_key
+from ledger.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from ledger.idempotency import IdempotencyKey
 from projections import status
 from projections.overview import overview
 
@@ -35,14 +43,59 @@ def list_projections(services: ReaderAccess) -> Response:
     "/users/rebuild",
     status_code=202,
     response_model=ProjectionOut,
+    openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Rebuild the users table",
     description="Builds a fresh users table from the whole history beside the live one, "
     "verifies it and swaps it in. Commands and reads keep working throughout. Follow it with "
-    "GET /v1/projections. Role: admin.",
-    responses=problems(401, 403, 503),
+    "GET /v1/projections. With an Idempotency-Key, a retry asks for no second rebuild: it gets "
+    "the first answer again. Role: admin.",
+    responses=problems(401, 403, 409, 422, 503, d409="`idempotency-key-in-use`."),
 )
-def rebuild_users(services: AdminAccess) -> Response:
-    with translate_errors(), services.pool.connection() as conn:
-        status.request_rebuild(conn, services.projection.name, unless_requested=False)
-        item = overview(conn, services.projection.name)
-    return Response(orjson.dumps(item.as_dict()), 202, media_type="application/json")
+def rebuild_users(request: AdminKeyed) -> Response:
+    services, key = request.services, request.key
+    name = services.projection.name
+    with translate_errors(), services.pool.connection() as conn, conn.transaction():
+        if key is not None:
+            replay = _first_answer(conn, key)
+            if replay is not None:
+                return replay
+        status.request_rebuild(conn, name, unless_requested=False)
+        body = overview(conn, name).as_dict()
+        if key is not None:
+            _remember(conn, key, body)
+    return Response(orjson.dumps(body), 202, media_type="application/json")
+
+
+#: What a rebuild request's key is stored with: no command can have it.
+_REBUILD = hashlib.sha256(b'["RebuildProjection","users"]').hexdigest()
+
+
+def _first_answer(conn: psycopg.Connection[Any], key: IdempotencyKey) -> Response | None:
+    """The answer first given under `key`, if any. Requests with one key queue
+    here, on a lock held until the first one's transaction ends."""
+    lock = advisory_key(f"idempotency:{key.principal}:{key.key}")
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+    rows = conn.execute(idempotency.LOOKUP, idempotency.lookup_params([key])).fetchall()
+    found = idempotency.stored(rows)
+    if key not in found:
+        return None
+    first = found[key]
+    if first.fingerprint != _REBUILD:
+        raise IdempotencyKeyReused("this Idempotency-Key was first used with a different request")
+    return Response(
+        orjson.dumps(first.outcome["rebuild"]),
+        202,
+        headers={"Idempotent-Replayed": "true"},
+        media_type="application/json",
+    )
+
+
+def _remember(conn: psycopg.Connection[Any], key: IdempotencyKey, body: dict[str, Any]) -> None:
+    try:
+        with conn.transaction():
+            conn.execute(
+                idempotency.STORE, idempotency.store_params([(key, _REBUILD, {"rebuild": body})])
+            )
+    except psycopg.errors.UniqueViolation:
+        # A command under the same key, committed a moment ago.
+        raise IdempotencyKeyInUse("another request with this Idempotency-Key came first") from None
