@@ -66,6 +66,16 @@ def ledger_process(
     )
 
 
+def project_once(database: Database) -> None:
+    """Run `ledger project` until it has applied every event recorded so far."""
+    projector = ledger_process("project", database=database)
+    try:
+        wait_caught_up(database)
+    finally:
+        projector.terminate()
+        projector.wait()
+
+
 def rows(database: Database, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run one statement; its rows, if it returns any."""
     with database.connect() as conn:

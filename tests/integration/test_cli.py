@@ -20,9 +20,9 @@ from ledger.idempotency import IdempotencyKey
 from tests.helpers import (
     BackgroundWriter,
     ledger_process,
+    project_once,
     record_unreadable_event,
     rows,
-    wait_caught_up,
     wait_until,
 )
 
@@ -100,12 +100,7 @@ def test_audit_prints_the_timeline_and_exits_1_on_a_difference(
     writer.execute(RegisterUser("carol"), CAUSE)
     writer.execute(GrantCredits("carol", 500, "loyalty"), CAUSE)
     writer.execute(SpendCredits("carol", 3, "image"), CAUSE)
-    projector = ledger_process("project", database=database)
-    try:
-        wait_caught_up(database)
-    finally:
-        projector.terminate()
-        projector.wait()
+    project_once(database)
 
     good = ledger(database, "audit", "carol")
     assert good.returncode == 0, good.stderr
@@ -240,12 +235,7 @@ def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
     database: Database, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("newer"), CAUSE)
-    projector = ledger_process("project", database=database)
-    try:
-        wait_caught_up(database)
-    finally:
-        projector.terminate()
-        projector.wait()
+    project_once(database)
     record_unreadable_event(database, "newer", 2)
 
     one = ledger(database, "audit", "newer")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ledger.application import Ledger
 from ledger.db import Database
-from tests.helpers import head, ledger_process, rows, wait_caught_up
+from tests.helpers import head, ledger_process, project_once, rows
 
 
 def run_import(database: Database, *args: str) -> subprocess.CompletedProcess[str]:
@@ -140,12 +140,7 @@ def test_imported_users_reach_the_users_table_as_they_were(
         ["id,level,renewal_period,free_credits,free_chat_messages", "old,basic,monthly,,"],
     )
     assert run_import(database, str(path)).returncode == 0
-    projector = ledger_process("project", database=database)
-    try:
-        wait_caught_up(database)
-    finally:
-        projector.terminate()
-        projector.wait()
+    project_once(database)
     assert rows(
         database,
         "SELECT level, renewal_period, free_credits, free_chat_messages "
