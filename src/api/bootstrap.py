@@ -58,8 +58,8 @@ def init_database(
         try:
             conn = database.connect()
             break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
+        except psycopg.OperationalError as e:
+            if time.monotonic() > deadline or _will_not_change(e):
                 raise
             log.warning("waiting for PostgreSQL at %s", database.name or database.url)
             time.sleep(1.0)
@@ -67,6 +67,15 @@ def init_database(
         if not missing_tables(conn):
             return  # no DDL, and so no lock taken, when there is nothing to do
         _create(conn, database, projection)
+
+
+#: Refusals by a running server that waiting will not cure (as PostgreSQL words
+#: them, in its default English messages).
+_LASTING = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+
+
+def _will_not_change(error: psycopg.OperationalError) -> bool:
+    return any(words in str(error) for words in _LASTING)
 
 
 def _create(

@@ -247,3 +247,15 @@ def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
     assert unreachable.returncode == 3
     assert unreachable.stderr.startswith("ledger: cannot reach the database: ")
     assert "Traceback" not in unreachable.stderr
+
+
+def test_a_database_that_does_not_exist_is_said_at_once(database: Database) -> None:
+    nowhere = database.with_name(f"{database.name}_nowhere")
+
+    started = time.monotonic()
+    result = ledger(nowhere, "db", "init")
+
+    # At once: not after the half minute allowed for a server that is starting.
+    assert time.monotonic() - started < 15
+    assert result.returncode == 3
+    assert "does not exist" in result.stderr
