@@ -83,15 +83,22 @@ def rows(database: Database, query: str, params: tuple[Any, ...] = ()) -> list[t
         return cursor.fetchall() if cursor.description else []
 
 
-def record_unreadable_event(database: Database, user_id: str, version: int) -> None:
-    """Append to a user's stream an event of a type this release does not know,
-    as a newer release would record it during a rolling deploy."""
-    state = {"timestamp": "2026-01-01T00:00:00+00:00", "cause": None, "amount": 1}
+def record_unreadable_event(
+    database: Database,
+    user_id: str,
+    version: int,
+    event_type: str = "CreditsExpired",
+    **fields: Any,
+) -> None:
+    """Append to a user's stream an event this release cannot read or apply, as
+    a newer release might record it during a rolling deploy: by default, of a
+    type this release does not know."""
+    state = {"timestamp": "2026-01-01T00:00:00+00:00", "cause": None, **(fields or {"amount": 1})}
     rows(
         database,
         "INSERT INTO ledger_events (originator_id, originator_version, topic, state) "
-        "VALUES (%s, %s, 'ledger.domain:User.CreditsExpired', %s)",
-        (user_id, version, json.dumps(state).encode()),
+        "VALUES (%s, %s, %s, %s)",
+        (user_id, version, f"ledger.domain:User.{event_type}", json.dumps(state).encode()),
     )
 
 

@@ -159,6 +159,7 @@ def db_init(args: argparse.Namespace) -> int:
 
 #: Clients retry within minutes; a shorter retention is more likely a typo.
 SHORTEST_KEY_RETENTION = timedelta(hours=1)
+LONGEST_KEY_RETENTION = timedelta(days=36500)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -171,6 +172,8 @@ def _parse_age(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             "keys younger than an hour may still be retried; give 1h or more"
         )
+    if age > LONGEST_KEY_RETENTION:
+        raise argparse.ArgumentTypeError("give at most 36500d (a hundred years)")
     return age
 
 
@@ -201,7 +204,7 @@ def rebuild(args: argparse.Namespace) -> int:
         result = Rebuild(database, ledger, on_progress=show).run()
     except RebuildError as e:
         bar.close(f"rebuild failed: {e}", failed=True)
-        return 1
+        return EXIT_CANNOT
     finally:
         ledger.close()
     bar.close(
@@ -361,6 +364,9 @@ def import_(args: argparse.Namespace) -> int:
     parsed = importing.parse(path)
     for bad in parsed.bad:
         print(f"line {bad.line}: {bad.reason}", file=sys.stderr)
+    if parsed.unreadable:
+        print("the file cannot be imported: imported nothing", file=sys.stderr)
+        return 1
     if parsed.bad and not args.skip_bad:
         print(
             f"{len(parsed.bad)} bad rows: imported nothing (fix them, or use --skip-bad)",

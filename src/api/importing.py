@@ -45,10 +45,17 @@ class BadRow:
     reason: str
 
 
+class _BadFile(str):
+    """A reason the whole file cannot be read (its header): no row can be
+    imported, --skip-bad or not."""
+
+
 @dataclass
 class ParsedFile:
     rows: list[tuple[int, ImportUser]] = field(default_factory=list)
     bad: list[BadRow] = field(default_factory=list)
+    #: The file as a whole cannot be imported (see `bad` for why).
+    unreadable: bool = False
 
 
 @dataclass
@@ -69,6 +76,7 @@ def parse(path: Path) -> ParsedFile:
     for line, record in records:
         if isinstance(record, str):
             parsed.bad.append(BadRow(line, record))
+            parsed.unreadable = parsed.unreadable or isinstance(record, _BadFile)
             continue
         if _undecodable(record):
             parsed.bad.append(BadRow(line, "not UTF-8 text"))
@@ -104,12 +112,15 @@ def _csv(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     try:
         header = next(reader)
     except StopIteration:
-        yield 1, "the file is empty: a CSV file starts with a header line"
+        yield 1, _BadFile("the file is empty: a CSV file starts with a header line")
+        return
+    if any(_NOT_UTF8.search(name) for name in header):
+        yield 1, _BadFile("the header is not UTF-8 text")
         return
     names = [ALIASES.get(h.strip(), h.strip()) for h in header]
     missing = [c for c in REQUIRED if c not in names]
     if missing:
-        yield 1, f"the header has no column {', '.join(missing)}"
+        yield 1, _BadFile(f"the header has no column {', '.join(missing)}")
         return
     line = reader.line_num
     for values in reader:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,12 +25,12 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresFactory,
 )
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, get_topic
 from psycopg.rows import DictRow, dict_row
 
 from ledger import idempotency, snapshots
 from ledger.db import POOL_RECONNECT_TIMEOUT, Database
-from ledger.domain import User
+from ledger.domain import User, UserState
 from ledger.errors import DatabaseUnavailable, HistoryUnreadable
 
 EVENTS_TABLE = "ledger_events"
@@ -109,12 +111,16 @@ class Ledger(Application[str]):
         One this release cannot read (a type or shape from a newer release,
         during a rolling deploy, say) raises HistoryUnreadable."""
         try:
-            return cast(User.Event, self.mapper.to_domain_event(stored))
+            event = cast(User.Event, self.mapper.to_domain_event(stored))
+            missing = _fields(type(event)).difference(event.__dict__)
+            if missing:
+                raise ValueError(f"it has no {', '.join(sorted(missing))}")
         except Exception as e:
             raise HistoryUnreadable(
                 f"{stored.originator_id!r}'s event {stored.originator_version} "
                 f"({stored.topic}) cannot be read by this release: {e}"
             ) from e
+        return event
 
     # -- reads of the log ---------------------------------------------------
 
@@ -184,6 +190,27 @@ class Ledger(Application[str]):
             state=bytes(row["state"]),
         )
         return Recorded(self.decode(stored), int(row["notification_id"]))
+
+
+@functools.cache
+def _fields(event_class: type[User.Event]) -> frozenset[str]:
+    """The fields an event of `event_class` has (its annotations, less the
+    class-level ones): a stored event without them is of a shape this release
+    does not know."""
+    names = {name for k in event_class.__mro__ for name in inspect.get_annotations(k)}
+    return frozenset(name for name in names if not hasattr(event_class, name))
+
+
+def evolve(event: User.Event, state: UserState | None) -> UserState:
+    """The fold's step, for reads of history: an event this release cannot
+    apply (out of its bounds, say) is reported, naming it, as HistoryUnreadable."""
+    try:
+        return event.evolve(state)
+    except Exception as e:
+        raise HistoryUnreadable(
+            f"{event.originator_id!r}'s event {event.originator_version} "
+            f"({get_topic(type(event))}) cannot be applied by this release: {e}"
+        ) from e
 
 
 @dataclass(frozen=True, slots=True)

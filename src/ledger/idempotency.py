@@ -84,6 +84,6 @@ def store_params(
 def prune(conn: psycopg.Connection[Any], before: datetime) -> int:
     """Forget the keys first used before `before`; how many. One statement: it
     takes row locks only, so commands go on meanwhile (a retry of a key being
-    pruned waits for it, then runs as new)."""
+    pruned, before the prune commits, still gets the first answer)."""
     cursor = conn.execute(f"DELETE FROM {TABLE} WHERE created_at < %s", (before,))
     return cursor.rowcount

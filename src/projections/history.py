@@ -13,8 +13,9 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from ledger.application import EVENTS_TABLE, Ledger, Recorded
+from ledger.application import EVENTS_TABLE, Ledger, Recorded, evolve
 from ledger.domain import UserState
+from ledger.errors import HistoryUnreadable
 from ledger.snapshots import Snapshot
 
 _NO_LIMIT = 2**62  # LIMIT takes a bigint
@@ -51,7 +52,7 @@ def timeline(
     first = state.version if state else 0
     wanted = None if limit is None else min(after_version - first + limit, _NO_LIMIT)
     for recorded in ledger.user_events(user_id, after_version=first, limit=wanted):
-        state = recorded.event.evolve(state)
+        state = evolve(recorded.event, state)
         if recorded.event.originator_version > after_version:
             yield Step(recorded, state)
 
@@ -71,7 +72,7 @@ def state_at(
         event = recorded.event
         if at is not None and event.timestamp > at:
             break
-        state = event.evolve(state)
+        state = evolve(event, state)
         last = Snapshot(state, recorded.position)
     return last
 
@@ -87,7 +88,7 @@ def replay_user(
         _USER_EVENTS_UP_TO, (user_id, up_to)
     ).fetchall():
         event = ledger.decode(StoredEvent(user_id, version, topic, bytes(data)))
-        state = event.evolve(state)
+        state = evolve(event, state)
         position = notification_id
     return (state, position) if state is not None else None
 
@@ -131,7 +132,7 @@ def replay_all(
             yield state, position
 
 
-class ReplayError(Exception):
+class ReplayError(HistoryUnreadable):
     def __init__(self, position: int, user_id: str, version: int, topic: str, cause: Exception):
         super().__init__(
             f"cannot apply the event at position {position} ({topic.rpartition('.')[2]}, "

@@ -220,6 +220,9 @@ def test_pruning_idempotency_keys_forgets_only_the_old_ones(
     too_young = ledger(database, "db", "prune-keys", "--older-than", "30m")
     assert too_young.returncode == 2
     assert "1h or more" in too_young.stderr
+    too_old = ledger(database, "db", "prune-keys", "--older-than", "999999d")
+    assert too_old.returncode == 2
+    assert "at most 36500d" in too_old.stderr
     pruned = ledger(database, "db", "prune-keys", "--older-than", "30d")
     assert pruned.returncode == 0, pruned.stderr
     assert "Pruned 1 idempotency keys first used before " in pruned.stdout
@@ -239,11 +242,16 @@ def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
     record_unreadable_event(database, "newer", 2)
 
     one = ledger(database, "audit", "newer")
+    as_of = ledger(database, "audit", "--at", "2999-01-01T00:00:00Z")
+    rebuilt = ledger(database, "rebuild")
     unreachable = ledger(Database("postgresql://postgres@127.0.0.1:1/nowhere"), "audit")
 
-    assert one.returncode == 3
-    assert "'newer''s event 2 (ledger.domain:User.CreditsExpired) cannot be read" in one.stderr
-    assert "Traceback" not in one.stderr
+    for result in (one, as_of, rebuilt):
+        assert result.returncode == 3, result.stderr
+        assert "'newer''s event 2 (ledger.domain:User.CreditsExpired) cannot be read" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.stderr
     assert unreachable.returncode == 3
     assert unreachable.stderr.startswith("ledger: cannot reach the database: ")
     assert "Traceback" not in unreachable.stderr

@@ -184,6 +184,18 @@ def test_rows_that_are_not_utf8_are_named_and_the_rest_can_be_imported(
     assert head(database) == 2
 
 
+def test_a_header_that_is_not_utf8_is_named_alone(database: Database, tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_bytes(b"id,level,Bemerkung f\xfcr\nc1,free,x\nc2,free,y\n")
+
+    result = run_import(database, "--skip-bad", str(path))
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == "line 1: the header is not UTF-8 text"
+    assert "line 2" not in result.stderr
+    assert head(database) == 0
+
+
 def test_an_empty_file_is_refused(database: Database, tmp_path: Path) -> None:
     path = tmp_path / "u.csv"
     path.write_bytes(b"")

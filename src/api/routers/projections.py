@@ -14,9 +14,8 @@ from api.deps import IDEMPOTENCY_KEY_DOC, AdminKeyed, ReaderAccess
 from api.routers import problems
 from api.schemas import ProjectionList, ProjectionOut
 from ledger import idempotency
-from ledger.application import translate_errors
-from ledger.db import advisory_key
-from ledger.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from ledger.application import Ledger, translate_errors
+from ledger.errors import IdempotencyKeyReused
 from ledger.idempotency import IdempotencyKey
 from projections import status
 from projections.overview import overview
@@ -49,14 +48,14 @@ def list_projections(services: ReaderAccess) -> Response:
     "verifies it and swaps it in. Commands and reads keep working throughout. Follow it with "
     "GET /v1/projections. With an Idempotency-Key, a retry asks for no second rebuild: it gets "
     "the first answer again. Role: admin.",
-    responses=problems(401, 403, 409, 422, 503, d409="`idempotency-key-in-use`."),
+    responses=problems(401, 403, 422, 503),
 )
 def rebuild_users(request: AdminKeyed) -> Response:
     services, key = request.services, request.key
     name = services.projection.name
     with translate_errors(), services.pool.connection() as conn, conn.transaction():
         if key is not None:
-            replay = _first_answer(conn, key)
+            replay = _first_answer(conn, services.ledger, key)
             if replay is not None:
                 return replay
         status.request_rebuild(conn, name, unless_requested=False)
@@ -70,11 +69,15 @@ def rebuild_users(request: AdminKeyed) -> Response:
 _REBUILD = hashlib.sha256(b'["RebuildProjection","users"]').hexdigest()
 
 
-def _first_answer(conn: psycopg.Connection[Any], key: IdempotencyKey) -> Response | None:
-    """The answer first given under `key`, if any. Requests with one key queue
-    here, on a lock held until the first one's transaction ends."""
-    lock = advisory_key(f"idempotency:{key.principal}:{key.key}")
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+def _first_answer(
+    conn: psycopg.Connection[Any], ledger: Ledger, key: IdempotencyKey
+) -> Response | None:
+    """The answer first given under `key`, if any. Keys are looked up and
+    stored under the lock the writer takes for each batch of commands (briefly:
+    rebuild requests are rare), so that a command under the same key, and a
+    retry of this request, come strictly before or after."""
+    for statement in ledger.postgres.lock_table_statements:
+        conn.execute(statement)
     rows = conn.execute(idempotency.LOOKUP, idempotency.lookup_params([key])).fetchall()
     found = idempotency.stored(rows)
     if key not in found:
@@ -91,11 +94,4 @@ def _first_answer(conn: psycopg.Connection[Any], key: IdempotencyKey) -> Respons
 
 
 def _remember(conn: psycopg.Connection[Any], key: IdempotencyKey, body: dict[str, Any]) -> None:
-    try:
-        with conn.transaction():
-            conn.execute(
-                idempotency.STORE, idempotency.store_params([(key, _REBUILD, {"rebuild": body})])
-            )
-    except psycopg.errors.UniqueViolation:
-        # A command under the same key, committed a moment ago.
-        raise IdempotencyKeyInUse("another request with this Idempotency-Key came first") from None
+    conn.execute(idempotency.STORE, idempotency.store_params([(key, _REBUILD, {"rebuild": body})]))
