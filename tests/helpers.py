@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ledger.application import Ledger
@@ -88,12 +89,17 @@ def record_unreadable_event(
     user_id: str,
     version: int,
     event_type: str = "CreditsExpired",
+    recorded_at: datetime | None = None,
     **fields: Any,
 ) -> None:
     """Append to a user's stream an event this release cannot read or apply, as
     a newer release might record it during a rolling deploy: by default, of a
-    type this release does not know."""
-    state = {"timestamp": "2026-01-01T00:00:00+00:00", "cause": None, **(fields or {"amount": 1})}
+    type this release does not know, and recorded now."""
+    state = {
+        "timestamp": (recorded_at or datetime.now(UTC)).isoformat(),
+        "cause": None,
+        **(fields or {"amount": 1}),
+    }
     rows(
         database,
         "INSERT INTO ledger_events (originator_id, originator_version, topic, state) "

@@ -230,10 +230,8 @@ def _print_timeline(ledger: Ledger, user_id: str, at: datetime | None) -> int:
     print(header)
     print("-" * len(header))
     count = 0
-    for step in timeline(ledger, user_id):
+    for step in timeline(ledger, user_id, until=at):
         event = step.recorded.event
-        if at is not None and event.timestamp > at:
-            break
         count += 1
         data = event.data
         cause = event.cause or {}

@@ -125,9 +125,17 @@ class Ledger(Application[str]):
     # -- reads of the log ---------------------------------------------------
 
     def user_events(
-        self, user_id: str, *, after_version: int = 0, limit: int | None = None
+        self,
+        user_id: str,
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        until: datetime | None = None,
     ) -> list[Recorded]:
-        """A user's events, oldest first, each with its global position."""
+        """A user's events, oldest first, each with its global position; with
+        `until`, only those recorded at or before it (times in a stream never go
+        back, so the first later event ends the list, even one this release
+        cannot read)."""
         query = (
             "SELECT originator_id, originator_version, topic, state, notification_id "
             f"FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s "
@@ -137,7 +145,21 @@ class Ledger(Application[str]):
         if limit is not None:
             query += " LIMIT %s"
             params.append(limit)
-        return [self._recorded(row) for row in self._fetch(query, params)]
+        rows = self._fetch(query, params)
+        if until is None:
+            return [self._recorded(row) for row in rows]
+        events = []
+        for row in rows:
+            try:
+                recorded = self._recorded(row)
+            except HistoryUnreadable:
+                if _recorded_after(bytes(row["state"]), until):
+                    break
+                raise
+            if recorded.event.timestamp > until:
+                break
+            events.append(recorded)
+        return events
 
     def has_events(self, user_id: str, *, after_version: int = 0) -> bool:
         """Whether the user's stream goes on past `after_version` (nothing is
@@ -192,6 +214,16 @@ class Ledger(Application[str]):
         return Recorded(self.decode(stored), int(row["notification_id"]))
 
 
+def _recorded_after(state: bytes, moment: datetime) -> bool:
+    """Whether an event this release cannot read was recorded after `moment`,
+    as far as its stored timestamp says."""
+    try:
+        recorded_at = datetime.fromisoformat(orjson.loads(state)["timestamp"])
+        return recorded_at > moment
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 @functools.cache
 def _fields(event_class: type[User.Event]) -> frozenset[str]:
     """The fields an event of `event_class` has (its annotations, less the
@@ -221,11 +253,18 @@ class Recorded:
     position: int
 
 
+#: Why a transaction gave up waiting for the events table (its lock_timeout).
+BUSY = "the ledger is busy (another transaction holds the events table); retry"
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn "the database cannot be reached" into the ledger's own error."""
+    """Turn "the database cannot be reached", or "is too busy to wait for",
+    into the ledger's own error."""
     try:
         yield
+    except psycopg.errors.LockNotAvailable as e:
+        raise DatabaseUnavailable(BUSY) from e
     except (
         OperationalError,
         InterfaceError,

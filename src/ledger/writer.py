@@ -45,7 +45,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from ledger import idempotency, snapshots
-from ledger.application import EVENTS_TABLE, Ledger
+from ledger.application import BUSY, EVENTS_TABLE, Ledger
 from ledger.commands import Command
 from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, LOCK_TIMEOUT, Database
 from ledger.domain import Cause, User, UserState
@@ -381,9 +381,7 @@ class CommandWriter:
                             f"the database did not answer within {self.deadline:.0f} s"
                         ) from e
                     if isinstance(e, psycopg.errors.LockNotAvailable):
-                        raise DatabaseUnavailable(
-                            "the ledger is busy (another transaction holds the events table); retry"
-                        ) from e
+                        raise DatabaseUnavailable(BUSY) from e
                     if not isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
                         raise
                     await self._disconnect()

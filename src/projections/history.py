@@ -42,16 +42,21 @@ class Step:
 
 
 def timeline(
-    ledger: Ledger, user_id: str, *, after_version: int = 0, limit: int | None = None
+    ledger: Ledger,
+    user_id: str,
+    *,
+    after_version: int = 0,
+    limit: int | None = None,
+    until: datetime | None = None,
 ) -> Iterator[Step]:
-    """The user's events after `after_version`, oldest first (at most `limit`),
-    each with the state after it. From the first event when `after_version`
-    is 0, as an audit needs."""
+    """The user's events after `after_version`, oldest first (at most `limit`,
+    and recorded at or before `until`), each with the state after it. From the
+    first event when `after_version` is 0, as an audit needs."""
     start = ledger.snapshot(user_id, version=after_version) if after_version > 0 else None
     state: UserState | None = start.state if start else None
     first = state.version if state else 0
     wanted = None if limit is None else min(after_version - first + limit, _NO_LIMIT)
-    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted):
+    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted, until=until):
         state = evolve(recorded.event, state)
         if recorded.event.originator_version > after_version:
             yield Step(recorded, state)
@@ -68,11 +73,8 @@ def state_at(
     wanted = None if version is None else max(version - first, 0)
     if wanted == 0:
         return last
-    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted):
-        event = recorded.event
-        if at is not None and event.timestamp > at:
-            break
-        state = evolve(event, state)
+    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted, until=at):
+        state = evolve(recorded.event, state)
         last = Snapshot(state, recorded.position)
     return last
 

@@ -74,6 +74,17 @@ def test_the_event_log_stops_at_the_first_with_503(api: Api) -> None:
     assert UNREADABLE["newer"][1] in problem["detail"]
 
 
+@pytest.mark.parametrize("user_id", list(UNREADABLE))
+def test_the_state_as_of_a_time_before_it_is_served(api: Api, user_id: str) -> None:
+    registered = api.json(api.get(f"/v1/users/{user_id}/state?version=1", role="reader"))
+
+    then = api.get(
+        f"/v1/users/{user_id}/state", params={"at": registered["updated_at"]}, role="reader"
+    )
+
+    assert api.json(then) == registered
+
+
 def test_what_comes_before_it_and_other_users_are_served(api: Api) -> None:
     before = api.json(api.get("/v1/users/newer/state?version=1", role="reader"))
     projected = api.json(api.get("/v1/users/newer", role="reader"))

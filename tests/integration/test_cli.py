@@ -241,11 +241,19 @@ def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
     project_once(database)
     record_unreadable_event(database, "newer", 2)
 
+    registered_at = rows(
+        database,
+        "SELECT convert_from(state, 'UTF8')::jsonb->>'timestamp' FROM ledger_events "
+        "WHERE originator_id = 'newer' AND originator_version = 1",
+    )[0][0]
+    before_it = ledger(database, "audit", "newer", "--at", registered_at)
     one = ledger(database, "audit", "newer")
     as_of = ledger(database, "audit", "--at", "2999-01-01T00:00:00Z")
     rebuilt = ledger(database, "rebuild")
     unreachable = ledger(Database("postgresql://postgres@127.0.0.1:1/nowhere"), "audit")
 
+    assert before_it.returncode == 0, before_it.stderr
+    assert "UserRegistered" in before_it.stdout
     for result in (one, as_of, rebuilt):
         assert result.returncode == 3, result.stderr
         assert "'newer''s event 2 (ledger.domain:User.CreditsExpired) cannot be read" in (
