@@ -24,6 +24,7 @@ from ledger.idempotency import IdempotencyKey
 from ledger.writer import Accepted, CommandWriter, Result
 from projections import status as st
 from projections.audit import UserAudit, audit_user
+from projections.projector import Projector
 
 T = TypeVar("T")
 
@@ -67,14 +68,17 @@ def ledger_process(
     )
 
 
-def project_once(database: Database) -> None:
-    """Run `ledger project` until it has applied every event recorded so far."""
-    projector = ledger_process("project", database=database)
+def project_once(database: Database, ledger: Ledger | None = None) -> None:
+    """Run a projector until it has applied every event recorded so far."""
+    opened = Ledger.open(database) if ledger is None else ledger
+    projector = Projector(database, opened, poll_interval=0.1)
+    projector.start()
     try:
         wait_caught_up(database)
     finally:
-        projector.terminate()
-        projector.wait()
+        projector.stop()
+        if ledger is None:
+            opened.close()
 
 
 def rows(database: Database, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -2,8 +2,9 @@
 
 `api` is one served ledger shared by every module whose tests each use user ids
 of their own. A module that needs a ledger to itself (a rebuild, an outage, the
-role table that starts a rebuild, the fuzzer) starts its own through
-`serve_ledger`, on a fresh database of its own.
+role table that starts a rebuild) sets `OWN_LEDGER = True`; one that needs it
+set up otherwise (the fuzzer) starts its own through `serve_ledger`. Either is
+on a fresh database of its own.
 """
 
 from __future__ import annotations
@@ -275,7 +276,35 @@ def serve_ledger(
 
 
 @pytest.fixture(scope="session")
-def api(serve_ledger: Callable[..., contextlib.AbstractContextManager[Api]]) -> Iterator[Api]:
-    """The served ledger shared by tests that use user ids of their own."""
+def shared_api(
+    serve_ledger: Callable[..., contextlib.AbstractContextManager[Api]],
+) -> Iterator[Api]:
     with serve_ledger() as served:
         yield served
+
+
+@pytest.fixture(scope="module")
+def api(
+    request: pytest.FixtureRequest,
+    serve_ledger: Callable[..., contextlib.AbstractContextManager[Api]],
+) -> Iterator[Api]:
+    """The served ledger shared by tests that use user ids of their own; a
+    module that sets `OWN_LEDGER = True` gets one to itself."""
+    if getattr(request.module, "OWN_LEDGER", False):
+        with serve_ledger() as served:
+            yield served
+    else:
+        yield request.getfixturevalue("shared_api")
+
+
+#: (method, path under /v1/users/{id}, body) of every route about one user.
+USER_ROUTES: list[tuple[str, str, Any]] = [
+    ("POST", "/credits/grants", {"amount": 1}),
+    ("POST", "/credits/spends", {"amount": 1}),
+    ("POST", "/chat-messages/grants", {"amount": 1}),
+    ("POST", "/chat-messages/spends", {"amount": 1}),
+    ("PUT", "/plan", {"level": "paid", "renewal_period": "lifetime"}),
+    ("GET", "", None),
+    ("GET", "/events", None),
+    ("GET", "/state", None),
+]

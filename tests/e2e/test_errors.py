@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.e2e.conftest import USER_ROUTES
 from tests.helpers import head, ledger_process
 
 if TYPE_CHECKING:
@@ -18,18 +19,6 @@ if TYPE_CHECKING:
 
 MAX_BALANCE = 2_147_483_647
 MAX_BODY = 64 * 1024
-
-#: (method, path under /v1/users/{id}, body) of every route about one user.
-USER_ROUTES = [
-    ("POST", "/credits/grants", {"amount": 1}),
-    ("POST", "/credits/spends", {"amount": 1}),
-    ("POST", "/chat-messages/grants", {"amount": 1}),
-    ("POST", "/chat-messages/spends", {"amount": 1}),
-    ("PUT", "/plan", {"level": "paid", "renewal_period": "lifetime"}),
-    ("GET", "", None),
-    ("GET", "/events", None),
-    ("GET", "/state", None),
-]
 
 
 @pytest.fixture(scope="module")

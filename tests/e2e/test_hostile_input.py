@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.e2e.conftest import USER_ROUTES
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
 
@@ -144,21 +146,9 @@ def test_a_user_id_of_1_to_64_plain_characters_registers(api: Api, user_id: str)
     assert api.check_command(response)["user"]["id"] == user_id
 
 
-PATH_ROUTES = [
-    ("POST", "/credits/grants", {"amount": 1}),
-    ("POST", "/credits/spends", {"amount": 1}),
-    ("POST", "/chat-messages/grants", {"amount": 1}),
-    ("POST", "/chat-messages/spends", {"amount": 1}),
-    ("PUT", "/plan", {"level": "paid", "renewal_period": "lifetime"}),
-    ("GET", "", None),
-    ("GET", "/events", None),
-    ("GET", "/state", None),
-]
-
-
 @pytest.mark.parametrize("user_id", list(BAD_IDS.values()), ids=list(BAD_IDS))
 @pytest.mark.parametrize(
-    ("method", "route", "body"), PATH_ROUTES, ids=[f"{m}{r or '/'}" for m, r, _ in PATH_ROUTES]
+    ("method", "route", "body"), USER_ROUTES, ids=[f"{m}{r or '/'}" for m, r, _ in USER_ROUTES]
 )
 def test_a_bad_user_id_in_the_path_is_refused(
     api: Api, target: str, user_id: str, method: str, route: str, body: Any

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -26,10 +25,7 @@ if TYPE_CHECKING:
 PROMPTLY = 5.0
 
 
-@pytest.fixture(scope="module")
-def api(serve_ledger: Callable[..., AbstractContextManager[Api]]) -> Iterator[Api]:
-    with serve_ledger() as served:
-        yield served
+OWN_LEDGER = True
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from projections import status as st
 from projections.rebuild import STAGING_SCHEMA
 from tests.helpers import head, rows, wait_until
@@ -23,10 +21,7 @@ if TYPE_CHECKING:
     from tests.e2e.conftest import Api
 
 
-@pytest.fixture(scope="module")
-def api(serve_ledger: Callable[..., AbstractContextManager[Api]]) -> Iterator[Api]:
-    with serve_ledger() as served:
-        yield served
+OWN_LEDGER = True
 
 
 def users_table_oid(api: Api) -> int:

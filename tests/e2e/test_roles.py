@@ -7,8 +7,7 @@ starts a real rebuild."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +79,7 @@ def expected_status(route: Route, caller: str) -> int:
     return route.success if RANK[caller] >= RANK[route.needs] else 403
 
 
-@pytest.fixture(scope="module")
-def api(serve_ledger: Callable[..., AbstractContextManager[Api]]) -> Iterator[Api]:
-    with serve_ledger() as served:
-        yield served
+OWN_LEDGER = True
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,7 @@ UNREADABLE = {
     # A known type, past this release's bounds.
     "beyond": (
         {"event_type": "CreditsGranted", "amount": 2**40, "reason": None},
-        "'beyond''s event 2 (ledger.domain:User.CreditsGranted) cannot be applied by this "
-        "release",
+        "'beyond''s event 2 (ledger.domain:User.CreditsGranted) cannot be applied by this release",
     ),
 }
 

@@ -14,8 +14,7 @@ from ledger.db import Database
 from ledger.domain import Cause
 from projections.audit import audit_all
 from projections.history import state_at, timeline
-from projections.projector import Projector
-from tests.helpers import BackgroundWriter, audit, rows, wait_caught_up
+from tests.helpers import BackgroundWriter, audit, project_once, rows
 
 CAUSE = Cause("admin", "key_audit", "req_1", "grant-500")
 
@@ -94,12 +93,7 @@ def test_the_state_at_a_version(ledger: Ledger, scripted: list[datetime]) -> Non
 def test_an_audit_catches_a_row_changed_behind_the_projectors_back(
     database: Database, ledger: Ledger, scripted: list[datetime]
 ) -> None:
-    projector = Projector(database, ledger, poll_interval=0.1)
-    projector.start()
-    try:
-        wait_caught_up(database)
-    finally:
-        projector.stop()
+    project_once(database, ledger)
     clean = audit(database, ledger, "veteran")
     assert clean is not None and clean.consistent
 
@@ -117,12 +111,7 @@ def test_an_audit_catches_a_row_changed_behind_the_projectors_back(
 def test_an_audit_reports_rows_without_history_and_users_without_rows(
     database: Database, ledger: Ledger, scripted: list[datetime]
 ) -> None:
-    projector = Projector(database, ledger, poll_interval=0.1)
-    projector.start()
-    try:
-        wait_caught_up(database)
-    finally:
-        projector.stop()
+    project_once(database, ledger)
     rows(
         database,
         "INSERT INTO users (id, version, position, updated_at) VALUES ('ghost', 1, 1, now())",

@@ -12,8 +12,7 @@ from ledger.commands import GrantCredits, RegisterUser, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause, fold
 from projections.history import state_at, timeline
-from projections.projector import Projector
-from tests.helpers import BackgroundWriter, audit, rows, wait_caught_up
+from tests.helpers import BackgroundWriter, audit, project_once, rows
 
 CAUSE = Cause("admin", "key_snap", None, None)
 
@@ -106,12 +105,7 @@ def test_history_deep_in_a_stream_matches_a_replay_from_the_first_event(
 def test_an_audit_replays_from_the_first_event_not_from_a_snapshot(
     database: Database, ledger: Ledger, long_stream: str
 ) -> None:
-    projector = Projector(database, ledger, poll_interval=0.1)
-    projector.start()
-    try:
-        wait_caught_up(database)
-    finally:
-        projector.stop()
+    project_once(database, ledger)
     bogus = snapshots.encode(fold(r.event for r in ledger.user_events(long_stream)[:5]))
     rows(database, "UPDATE ledger_snapshots SET state = %s", (bogus,))
     result = audit(database, ledger, long_stream)
