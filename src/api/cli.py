@@ -230,7 +230,7 @@ def _print_timeline(ledger: Ledger, user_id: str, at: datetime | None) -> int:
     print(header)
     print("-" * len(header))
     count = 0
-    for step in timeline(ledger, user_id, until=at):
+    for step in timeline(ledger, user_id, until=at)[0]:
         event = step.recorded.event
         count += 1
         data = event.data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,9 +41,16 @@ EVENTS_AFTER = (
     f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
 )
 
-HAS_EVENTS = (
-    f"SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s LIMIT 1"
+USER_EVENTS = (
+    "SELECT originator_id, originator_version, topic, state, notification_id "
+    f"FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s "
+    "ORDER BY originator_version LIMIT %s"
 )
+
+#: LIMIT takes a bigint: no limit.
+NO_LIMIT = 2**62
+
+HAS_EVENTS = f"SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = %s LIMIT 1"
 
 #: Every table of the write side.
 TABLES = (EVENTS_TABLE, idempotency.TABLE, snapshots.TABLE)
@@ -116,9 +124,8 @@ class Ledger(Application[str]):
             if missing:
                 raise ValueError(f"it has no {', '.join(sorted(missing))}")
         except Exception as e:
-            raise HistoryUnreadable(
-                f"{stored.originator_id!r}'s event {stored.originator_version} "
-                f"({stored.topic}) cannot be read by this release: {e}"
+            raise HistoryUnreadable.of(
+                str(stored.originator_id), stored.originator_version, stored.topic, e
             ) from e
         return event
 
@@ -132,45 +139,43 @@ class Ledger(Application[str]):
         limit: int | None = None,
         until: datetime | None = None,
     ) -> list[Recorded]:
-        """A user's events, oldest first, each with its global position; with
-        `until`, only those recorded at or before it (times in a stream never go
-        back, so the first later event ends the list, even one this release
-        cannot read)."""
-        query = (
-            "SELECT originator_id, originator_version, topic, state, notification_id "
-            f"FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s "
-            "ORDER BY originator_version"
-        )
-        params: list[object] = [user_id, after_version]
-        if limit is not None:
-            query += " LIMIT %s"
-            params.append(limit)
-        rows = self._fetch(query, params)
-        if until is None:
-            return [self._recorded(row) for row in rows]
-        events = []
-        for row in rows:
-            try:
-                recorded = self._recorded(row)
-            except HistoryUnreadable:
-                if _recorded_after(bytes(row["state"]), until):
-                    break
-                raise
-            if recorded.event.timestamp > until:
-                break
-            events.append(recorded)
-        return events
+        """A user's events, oldest first, each with its global position (see
+        user_page)."""
+        return self.user_page(user_id, after_version=after_version, limit=limit, until=until)[0]
 
-    def has_events(self, user_id: str, *, after_version: int = 0) -> bool:
-        """Whether the user's stream goes on past `after_version` (nothing is
-        decoded: the next event may be one a later page cannot read)."""
-        return bool(self._fetch(HAS_EVENTS, (user_id, after_version)))
+    def user_page(
+        self,
+        user_id: str,
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        until: datetime | None = None,
+    ) -> tuple[list[Recorded], bool]:
+        """A user's events after `after_version`, oldest first, each with its
+        global position: at most `limit`, and with `until` only those recorded
+        at or before it; and whether more follow. What lies past the page is not
+        decoded: it may be an event this release cannot read."""
+        rows = self._fetch(
+            USER_EVENTS, (user_id, after_version, NO_LIMIT if limit is None else limit + 1)
+        )
+        events: list[Recorded] = []
+        for row in rows:
+            if len(events) == limit:
+                return events, True
+            if until is not None and recorded_after(bytes(row["state"]), until):
+                break  # and so are the rest: times in a stream never go back
+            events.append(self._recorded(row))
+        return events, False
+
+    def has_events(self, user_id: str) -> bool:
+        """Whether the user has a stream at all (nothing is decoded)."""
+        return bool(self._fetch(HAS_EVENTS, (user_id,)))
 
     def events_after(self, position: int, limit: int) -> tuple[list[Recorded], bool]:
         """Every user's events after a global position, in global order, at most
-        `limit`, and whether more follow. (The library's select_notifications
-        would retry for half a minute while the database is down; a caller
-        should hear at once.)"""
+        `limit`, and whether more follow (the next is not decoded). (The
+        library's select_notifications would retry for half a minute while the
+        database is down; a caller should hear at once.)"""
         rows = self._fetch(EVENTS_AFTER, (position, limit + 1))
         return [self._recorded(row) for row in rows[:limit]], len(rows) > limit
 
@@ -181,7 +186,7 @@ class Ledger(Application[str]):
         newest = datetime.max.replace(tzinfo=UTC)
         rows = self._fetch(
             snapshots.AT_MOST,
-            (user_id, version if version is not None else 2**62, at or newest),
+            (user_id, version if version is not None else NO_LIMIT, at or newest),
         )
         if not rows:
             return None
@@ -214,13 +219,20 @@ class Ledger(Application[str]):
         return Recorded(self.decode(stored), int(row["notification_id"]))
 
 
-def _recorded_after(state: bytes, moment: datetime) -> bool:
-    """Whether an event this release cannot read was recorded after `moment`,
-    as far as its stored timestamp says."""
+_TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')
+
+
+def recorded_after(state: bytes, moment: datetime) -> bool:
+    """Whether the stored event `state` was recorded after `moment`, read from
+    its stored JSON without decoding the event (which may be one this release
+    cannot read). Quotes inside JSON strings are escaped, so only the event's
+    own timestamp field matches."""
+    match = _TIMESTAMP.search(state)
+    if match is None:
+        return False  # decoding it will say what is wrong
     try:
-        recorded_at = datetime.fromisoformat(orjson.loads(state)["timestamp"])
-        return recorded_at > moment
-    except (ValueError, KeyError, TypeError):
+        return datetime.fromisoformat(match[1].decode()) > moment
+    except ValueError:
         return False
 
 
@@ -239,9 +251,9 @@ def evolve(event: User.Event, state: UserState | None) -> UserState:
     try:
         return event.evolve(state)
     except Exception as e:
-        raise HistoryUnreadable(
-            f"{event.originator_id!r}'s event {event.originator_version} "
-            f"({get_topic(type(event))}) cannot be applied by this release: {e}"
+        topic = get_topic(type(event))
+        raise HistoryUnreadable.of(
+            event.originator_id, event.originator_version, topic, e, applied=True
         ) from e
 
 

@@ -55,6 +55,17 @@ class HistoryUnreadable(LedgerError):
 
     code = "history-unreadable"
 
+    @classmethod
+    def of(
+        cls, user_id: str, version: int, topic: str, error: Exception, *, applied: bool = False
+    ) -> HistoryUnreadable:
+        """Why `user_id`'s event at `version` cannot be read (or, once read,
+        `applied`) by this release."""
+        what = "applied" if applied else "read"
+        return cls(
+            f"{user_id!r}'s event {version} ({topic}) cannot be {what} by this release: {error}"
+        )
+
 
 class DatabaseUnavailable(LedgerError):
     """PostgreSQL could not be reached, or the transaction's outcome is unknown."""

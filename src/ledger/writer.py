@@ -479,10 +479,7 @@ class CommandWriter:
             except HistoryUnreadable as e:
                 unreadable[user_id] = e
             except Exception as e:
-                unreadable[user_id] = HistoryUnreadable(
-                    f"{user_id!r}'s event {version} ({topic}) cannot be applied "
-                    f"by this release: {e}"
-                )
+                unreadable[user_id] = HistoryUnreadable.of(user_id, version, topic, e, applied=True)
             if user_id in unreadable:
                 log.error("%s", unreadable[user_id].detail)
         for user_id in unreadable:

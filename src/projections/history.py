@@ -13,12 +13,10 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from ledger.application import EVENTS_TABLE, Ledger, Recorded, evolve
+from ledger.application import EVENTS_TABLE, Ledger, Recorded, evolve, recorded_after
 from ledger.domain import UserState
 from ledger.errors import HistoryUnreadable
-from ledger.snapshots import Snapshot
-
-_NO_LIMIT = 2**62  # LIMIT takes a bigint
+from ledger.snapshots import EVERY, Snapshot
 
 _USER_EVENTS_UP_TO = (
     "SELECT originator_version, topic, state, notification_id FROM "
@@ -48,18 +46,22 @@ def timeline(
     after_version: int = 0,
     limit: int | None = None,
     until: datetime | None = None,
-) -> Iterator[Step]:
+) -> tuple[list[Step], bool]:
     """The user's events after `after_version`, oldest first (at most `limit`,
-    and recorded at or before `until`), each with the state after it. From the
-    first event when `after_version` is 0, as an audit needs."""
-    start = ledger.snapshot(user_id, version=after_version) if after_version > 0 else None
+    and recorded at or before `until`), each with the state after it; and
+    whether more follow. From the first event when `after_version` is below
+    the first snapshot, as an audit needs."""
+    start = ledger.snapshot(user_id, version=after_version) if after_version >= EVERY else None
     state: UserState | None = start.state if start else None
     first = state.version if state else 0
-    wanted = None if limit is None else min(after_version - first + limit, _NO_LIMIT)
-    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted, until=until):
-        state = evolve(recorded.event, state)
-        if recorded.event.originator_version > after_version:
-            yield Step(recorded, state)
+    wanted = None if limit is None else after_version - first + limit
+    recorded, more = ledger.user_page(user_id, after_version=first, limit=wanted, until=until)
+    steps = []
+    for r in recorded:
+        state = evolve(r.event, state)
+        if r.event.originator_version > after_version:
+            steps.append(Step(r, state))
+    return steps, more
 
 
 def state_at(
@@ -67,7 +69,8 @@ def state_at(
 ) -> Snapshot | None:
     """The user after every event recorded at or before `at` (an event at
     exactly `at` counts), or up to `version`; None if they did not exist yet."""
-    last = ledger.snapshot(user_id, version=version, at=at)
+    deep = at is not None or version is None or version >= EVERY
+    last = ledger.snapshot(user_id, version=version, at=at) if deep else None
     state: UserState | None = last.state if last else None
     first = state.version if state else 0
     wanted = None if version is None else max(version - first, 0)
@@ -108,7 +111,7 @@ def replay_all(
     streamed from a server-side cursor: memory does not grow with history.
     Run inside a transaction (a REPEATABLE READ one, for a consistent answer).
 
-    Raises a ReplayError naming the event the fold could not apply.
+    Raises a ReplayError naming the event the fold could not read or apply.
     """
     decode = ledger.decode
     state: UserState | None = None
@@ -120,13 +123,12 @@ def replay_all(
             if state is not None and state.id != user_id:
                 yield state, position
                 state = None
+            if at is not None and recorded_after(data, at):
+                continue  # and so are the rest of this user's: times never go back
             try:
-                event = decode(StoredEvent(user_id, version, topic, data))
-                if at is not None and event.timestamp > at:
-                    continue  # and so are the rest of this user's: times never go back
-                state = event.evolve(state)
-            except Exception as e:
-                raise ReplayError(notification_id, user_id, version, topic, e) from e
+                state = evolve(decode(StoredEvent(user_id, version, topic, data)), state)
+            except HistoryUnreadable as e:
+                raise ReplayError(notification_id, e) from e
             position = notification_id
             if on_event is not None:
                 on_event(notification_id)
@@ -135,9 +137,8 @@ def replay_all(
 
 
 class ReplayError(HistoryUnreadable):
-    def __init__(self, position: int, user_id: str, version: int, topic: str, cause: Exception):
-        super().__init__(
-            f"cannot apply the event at position {position} ({topic.rpartition('.')[2]}, "
-            f"{user_id!r} version {version}): {cause}"
-        )
+    """A replay of every user stopped at an event: where, and why."""
+
+    def __init__(self, position: int, cause: HistoryUnreadable):
+        super().__init__(f"at position {position}: {cause.detail}")
         self.position = position

@@ -247,6 +247,7 @@ def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
         "WHERE originator_id = 'newer' AND originator_version = 1",
     )[0][0]
     before_it = ledger(database, "audit", "newer", "--at", registered_at)
+    everyone_before_it = ledger(database, "audit", "--at", registered_at)
     one = ledger(database, "audit", "newer")
     as_of = ledger(database, "audit", "--at", "2999-01-01T00:00:00Z")
     rebuilt = ledger(database, "rebuild")
@@ -254,6 +255,8 @@ def test_a_command_that_cannot_do_its_work_says_why_and_exits_3(
 
     assert before_it.returncode == 0, before_it.stderr
     assert "UserRegistered" in before_it.stdout
+    assert everyone_before_it.returncode == 0, everyone_before_it.stderr
+    assert "1 users (1 free)" in everyone_before_it.stdout
     for result in (one, as_of, rebuilt):
         assert result.returncode == 3, result.stderr
         assert "'newer''s event 2 (ledger.domain:User.CreditsExpired) cannot be read" in (

@@ -211,18 +211,16 @@ def user_events(
 ) -> Response:
     items: list[dict[str, Any]] = []
     with translate_errors():
-        steps = list(
-            history.timeline(services.ledger, user_id, after_version=after_version, limit=limit)
+        steps, more = history.timeline(
+            services.ledger, user_id, after_version=after_version, limit=limit
         )
         if not steps and not services.ledger.has_events(user_id):
             raise UserNotFound(f"no user with id {user_id!r}")
-        last = steps[-1].recorded.event.originator_version if steps else 0
-        more = len(steps) == limit and services.ledger.has_events(user_id, after_version=last)
     for step in steps:
         item = event_view(step.recorded.event, step.recorded.position)
         item["user"] = user_view(step.state, step.recorded.position)
         items.append(item)
-    return _json({"items": items, "next": last if more else None})
+    return _json({"items": items, "next": items[-1]["version"] if more else None})
 
 
 @router.get(
