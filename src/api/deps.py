@@ -80,12 +80,12 @@ class CommandContext:
     services: Services
     principal: Principal
     request_id: str
-    idempotency_key: str | None
+    key: IdempotencyKey | None
 
     async def run(self, command: Command, status: int) -> Response:
         """Hand the command to the writer; answer with its event and user."""
-        principal, header = self.principal, self.idempotency_key
-        key = IdempotencyKey(principal.key_id, header) if header else None
+        principal, key = self.principal, self.key
+        header = key.key if key is not None else None
         cause = Cause(principal.role_name, principal.key_id, self.request_id, header)
         name = type(command).__name__
         metrics = self.services.metrics
@@ -109,21 +109,23 @@ def _command(role: Role) -> Callable[[Request], Awaitable[CommandContext]]:
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise HTTPException(422, "send the body as JSON, with Content-Type: application/json")
-        header = _idempotency_header(request)
         request_id = str(request.scope.get(REQUEST_ID_KEY, ""))
-        return CommandContext(services, principal, request_id, header)
+        return CommandContext(services, principal, request_id, _idempotency_key(request, principal))
 
     context.required_role = role  # type: ignore[attr-defined]
     return context
 
 
-def _idempotency_header(request: Request) -> str | None:
+def _idempotency_key(request: Request, principal: Principal) -> IdempotencyKey | None:
+    """The request's Idempotency-Key, scoped to the API key that sent it."""
     header = request.headers.get("idempotency-key")
-    if header is not None and not _IDEMPOTENCY_KEY.fullmatch(header):
+    if header is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(header):
         raise HTTPException(
             422, "Idempotency-Key must be 1 to 255 printable ASCII characters, without spaces"
         )
-    return header
+    return IdempotencyKey(principal.key_id, header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +139,7 @@ class KeyedRequest:
 def _keyed(role: Role) -> Callable[[Request], Awaitable[KeyedRequest]]:
     async def keyed(request: Request) -> KeyedRequest:
         services, principal = _authorize(request, role)
-        header = _idempotency_header(request)
-        return KeyedRequest(services, IdempotencyKey(principal.key_id, header) if header else None)
+        return KeyedRequest(services, _idempotency_key(request, principal))
 
     keyed.required_role = role  # type: ignore[attr-defined]
     return keyed

@@ -114,14 +114,6 @@ def install(app: FastAPI, role_refusal: Callable[[Request], Response | None]) ->
             return problem(
                 422, "invalid-json", "Malformed JSON", "the body is not valid JSON", errors=found
             )
-        content_type = request.headers.get("content-type", "")
-        if (
-            request.method in {"POST", "PUT"}
-            and "json" not in content_type.lower()
-            and any(e["loc"] == ["body"] for e in found)
-        ):
-            detail = "send the body as JSON, with Content-Type: application/json"
-            return problem(422, "validation-error", "Invalid request", detail, errors=found)
         return problem(422, "validation-error", "Invalid request", _summary(found), errors=found)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-import orjson
-
+from ledger import idempotency
 from ledger.domain import Balance, Cause, User
 from ledger.errors import UserExists, UserNotFound
 
@@ -23,8 +21,7 @@ class Command:
 
     def fingerprint(self) -> str:
         """Equal for equal commands: how a reused idempotency key is recognised."""
-        body = orjson.dumps([type(self).__name__, asdict(self)], option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(body).hexdigest()
+        return idempotency.fingerprint(type(self).__name__, asdict(self))
 
 
 def _existing(user: User | None, user_id: str) -> User:

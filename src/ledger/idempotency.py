@@ -9,6 +9,7 @@ request repeated after its key is pruned is a new request.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,8 @@ from typing import Any
 
 import orjson
 import psycopg
+
+from ledger.errors import IdempotencyKeyReused
 
 TABLE = "ledger_idempotency_keys"
 
@@ -43,6 +46,12 @@ STORE = (
 )
 
 
+def fingerprint(kind: str, fields: dict[str, Any]) -> str:
+    """Equal for equal requests: how a reused key is recognised."""
+    body = orjson.dumps([kind, fields], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """A client's key, scoped to whoever sent it (one API key cannot see another's)."""
@@ -59,6 +68,14 @@ class StoredOutcome:
 
 def lookup_params(keys: Sequence[IdempotencyKey]) -> tuple[list[str], list[str]]:
     return [k.principal for k in keys], [k.key for k in keys]
+
+
+def first_outcome(stored: StoredOutcome, fingerprint: str) -> dict[str, Any]:
+    """The outcome first given under a key, for a request with `fingerprint`;
+    IdempotencyKeyReused if the key was first used with another request."""
+    if stored.fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was first used with a different request")
+    return stored.outcome
 
 
 def stored(rows: Sequence[tuple[Any, ...]]) -> dict[IdempotencyKey, StoredOutcome]:

@@ -117,6 +117,11 @@ class _Pending:
     future: asyncio.Future[Accepted] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: How a reused key is recognised; worked out here, before the table lock.
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fingerprint = self.command.fingerprint() if self.key is not None else ""
 
 
 class _UserCache:
@@ -171,8 +176,7 @@ class _Decisions:
         pending: _Pending,
         stored: dict[IdempotencyKey, idempotency.StoredOutcome],
     ) -> None:
-        command, key = pending.command, pending.key
-        fingerprint = command.fingerprint() if key is not None else ""
+        command, key, fingerprint = pending.command, pending.key, pending.fingerprint
         # (A batch never holds a key twice: see CommandWriter.submit.)
         if key is not None and key in stored:
             self.results[index] = _replay(stored[key], fingerprint)
@@ -203,8 +207,7 @@ class _Decisions:
             self.results[index] = accepted
             pending = self.batch[index]
             if pending.key is not None:
-                fingerprint = pending.command.fingerprint()
-                self.records.append((pending.key, fingerprint, accepted.as_outcome()))
+                self.records.append((pending.key, pending.fingerprint, accepted.as_outcome()))
         return [r for r in self.results if r is not None]
 
 
@@ -535,9 +538,10 @@ def _render(statement: object) -> str:
 
 
 def _replay(stored: idempotency.StoredOutcome, fingerprint: str) -> Result:
-    if stored.fingerprint != fingerprint:
-        return IdempotencyKeyReused("this Idempotency-Key was first used with a different request")
-    outcome = stored.outcome
+    try:
+        outcome = idempotency.first_outcome(stored, fingerprint)
+    except IdempotencyKeyReused as e:
+        return e
     if "accepted" in outcome:
         return Accepted(outcome["accepted"]["event"], outcome["accepted"]["user"], replayed=True)
     refused = outcome["refused"]

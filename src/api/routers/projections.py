@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
@@ -15,7 +14,6 @@ from api.routers import problems
 from api.schemas import ProjectionList, ProjectionOut
 from ledger import idempotency
 from ledger.application import Ledger, translate_errors
-from ledger.errors import IdempotencyKeyReused
 from ledger.idempotency import IdempotencyKey
 from projections import status
 from projections.overview import overview
@@ -66,7 +64,7 @@ def rebuild_users(request: AdminKeyed) -> Response:
 
 
 #: What a rebuild request's key is stored with: no command can have it.
-_REBUILD = hashlib.sha256(b'["RebuildProjection","users"]').hexdigest()
+_REBUILD = idempotency.fingerprint("RebuildProjection", {"name": "users"})
 
 
 def _first_answer(
@@ -82,11 +80,8 @@ def _first_answer(
     found = idempotency.stored(rows)
     if key not in found:
         return None
-    first = found[key]
-    if first.fingerprint != _REBUILD:
-        raise IdempotencyKeyReused("this Idempotency-Key was first used with a different request")
     return Response(
-        orjson.dumps(first.outcome["rebuild"]),
+        orjson.dumps(idempotency.first_outcome(found[key], _REBUILD)["rebuild"]),
         202,
         headers={"Idempotent-Replayed": "true"},
         media_type="application/json",
