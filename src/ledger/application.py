@@ -188,9 +188,8 @@ class Ledger(Application[str]):
             snapshots.AT_MOST,
             (user_id, version if version is not None else NO_LIMIT, at or newest),
         )
-        if not rows:
-            return None
-        return snapshots.Snapshot(snapshots.decode(bytes(rows[0]["state"])), rows[0]["position"])
+        state = snapshots.decode(bytes(rows[0]["state"])) if rows else None
+        return snapshots.Snapshot(state, rows[0]["position"]) if state is not None else None
 
     def _fetch(self, query: str, params: Sequence[object]) -> list[DictRow]:
         """Rows of a read on a pooled connection. When PostgreSQL restarts, every

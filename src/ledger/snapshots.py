@@ -11,6 +11,7 @@ whenever the fold does, and snapshots made by another fold are ignored.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -18,6 +19,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from ledger.domain import FOLD_VERSION, UserState
+
+log = logging.getLogger(__name__)
 
 TABLE = "ledger_snapshots"
 #: A snapshot every this many events of a user's stream.
@@ -72,10 +75,16 @@ def encode(state: UserState) -> bytes:
     return orjson.dumps(state._asdict())
 
 
-def decode(data: bytes) -> UserState:
-    fields: dict[str, Any] = orjson.loads(data)
-    fields["updated_at"] = datetime.fromisoformat(fields["updated_at"])
-    return UserState(**fields)
+def decode(data: bytes) -> UserState | None:
+    """The state a snapshot holds, or None if this release cannot read it: the
+    caller replays from the events instead (a snapshot is only a cache)."""
+    try:
+        fields: dict[str, Any] = orjson.loads(data)
+        fields["updated_at"] = datetime.fromisoformat(fields["updated_at"])
+        return UserState(**fields)
+    except (ValueError, TypeError, KeyError):
+        log.warning("a snapshot cannot be read; replaying instead", exc_info=True)
+        return None
 
 
 def store_params(

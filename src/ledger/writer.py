@@ -423,12 +423,9 @@ class CommandWriter:
                 # snapshot, not from their first event.
                 cursor = await conn.execute(snapshots.LATEST, (cold,))
                 for (data,) in await cursor.fetchall():
-                    try:
-                        state = snapshots.decode(bytes(data))
-                    except Exception:
-                        log.warning("a snapshot cannot be read; replaying instead", exc_info=True)
-                        continue
-                    users[state.id] = User.from_state(state)
+                    state = snapshots.decode(bytes(data))
+                    if state is not None:
+                        users[state.id] = User.from_state(state)
             versions = [u.version if u is not None else 0 for u in users.values()]
             cursor = await conn.execute(_LOAD_NEWER_EVENTS, (user_ids, versions))
             unreadable = self._fast_forward(users, await cursor.fetchall())

@@ -84,6 +84,26 @@ def test_snapshots_of_another_fold_are_ignored(
     assert ledger.snapshot(long_stream) is None
 
 
+def test_a_snapshot_this_release_cannot_read_is_passed_over(
+    database: Database, ledger: Ledger, long_stream: str
+) -> None:
+    rows(database, "UPDATE ledger_snapshots SET state = '{\"id\": 1}'::bytea")
+    everything, _ = timeline(ledger, long_stream)
+
+    fresh = BackgroundWriter(ledger, database)
+    try:
+        spent = fresh.execute(SpendCredits(long_stream, 1), CAUSE)
+    finally:
+        fresh.stop()
+    page, _ = timeline(ledger, long_stream, after_version=2200, limit=1)
+    found = state_at(ledger, long_stream, version=2001)
+
+    assert spent.user["free_credits"] == 10 + 2500 - 1
+    assert ledger.snapshot(long_stream) is None
+    assert [s.state for s in page] == [everything[2200].state]
+    assert found is not None and found.state == everything[2000].state
+
+
 def test_history_deep_in_a_stream_matches_a_replay_from_the_first_event(
     ledger: Ledger, long_stream: str
 ) -> None:
