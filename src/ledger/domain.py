@@ -212,6 +212,12 @@ class User(BaseAggregate[str]):
                 )
             return state
 
+        def _next(self, state: UserState, **changes: Any) -> UserState:
+            """`state` as this event leaves it: at its version and time, changed."""
+            return state._replace(
+                version=self.originator_version, updated_at=self.timestamp, **changes
+            )
+
         @property
         def data(self) -> dict[str, Any]:
             """The event's own fields, as the API shows them."""
@@ -299,11 +305,7 @@ class User(BaseAggregate[str]):
                     f"{self.originator_version} of {self.originator_id!r} "
                     f"takes {name} from {before} to {value}"
                 )
-            return state._replace(
-                version=self.originator_version,
-                updated_at=self.timestamp,
-                **{name: value, total: getattr(state, total) + self.amount},
-            )
+            return self._next(state, **{name: value, total: getattr(state, total) + self.amount})
 
         @property
         def data(self) -> dict[str, Any]:
@@ -330,11 +332,8 @@ class User(BaseAggregate[str]):
         renewal_period: str | None
 
         def evolve(self, state: UserState | None) -> UserState:
-            return self._check_follows(state)._replace(
-                version=self.originator_version,
-                updated_at=self.timestamp,
-                level=self.level,
-                renewal_period=self.renewal_period,
+            return self._next(
+                self._check_follows(state), level=self.level, renewal_period=self.renewal_period
             )
 
         @property
