@@ -26,7 +26,6 @@ from ledger.application import Ledger
 from ledger.db import (
     CONNECT_TIMEOUT,
     POOL_RECONNECT_TIMEOUT,
-    READ_TIMEOUT,
     Database,
     advisory_lock,
 )
@@ -154,7 +153,7 @@ def build_services(
     )
     keys, _ = keyring(settings)
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-        database.conninfo(f"statement_timeout={READ_TIMEOUT}s"),
+        database.read_conninfo(),
         min_size=1,
         max_size=settings.pool_size,
         kwargs={"autocommit": True},

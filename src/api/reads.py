@@ -11,7 +11,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.waiting import PositionWatcher
-from ledger.db import CONNECT_TIMEOUT, POOL_RECONNECT_TIMEOUT, READ_TIMEOUT, Database
+from ledger.db import CONNECT_TIMEOUT, POOL_RECONNECT_TIMEOUT, Database
 from ledger.errors import DatabaseUnavailable
 
 #: Seconds a read of one row may take before the caller hears 503. (When it
@@ -22,7 +22,7 @@ READ_DEADLINE = 5.0
 class Reads:
     def __init__(self, database: Database, projection: str, pool_size: int) -> None:
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
-            database.conninfo(f"statement_timeout={READ_TIMEOUT}s"),
+            database.read_conninfo(),
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True, "row_factory": dict_row},

@@ -86,12 +86,11 @@ class Ledger(Application[str]):
         """The library's factory, its pool given the whole connection string
         (before the pool first connects, which the recorders do)."""
         factory = super().construct_factory(env)
-        conninfo = env.get("CONNINFO")
-        if conninfo and isinstance(factory, PostgresFactory):
-            pool = factory.datastore.pool
-            pool.conninfo = conninfo
-            pool.kwargs = {"row_factory": dict_row}
-            pool.reconnect_timeout = POOL_RECONNECT_TIMEOUT
+        assert isinstance(factory, PostgresFactory)  # Ledger.open configures it so
+        pool = factory.datastore.pool
+        pool.conninfo = env["CONNINFO"]
+        pool.kwargs = {"row_factory": dict_row}
+        pool.reconnect_timeout = POOL_RECONNECT_TIMEOUT
         return factory
 
     @classmethod

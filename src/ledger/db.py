@@ -24,7 +24,8 @@ IDLE_IN_TRANSACTION_TIMEOUT = 10
 POOL_RECONNECT_TIMEOUT = 1.0
 #: Seconds a read may run before PostgreSQL cancels it.
 READ_TIMEOUT = 30
-_KEEPALIVES = ("tcp_keepalives_idle=5", "tcp_keepalives_interval=2", "tcp_keepalives_count=3")
+#: TCP keepalives, the same on both ends: idle seconds, seconds between probes, probes.
+_KEEPALIVE = {"idle": 5, "interval": 2, "count": 3}
 
 
 @dataclass(frozen=True)
@@ -40,20 +41,23 @@ class Database:
         session within seconds, on the client and on the server (which frees
         its locks), instead of after the kernel's two hours."""
         given = conninfo_to_dict(self.url).get("options")
+        server = [f"tcp_keepalives_{name}={value}" for name, value in _KEEPALIVE.items()]
         options = " ".join(
-            [*([str(given)] if given else []), *(f"-c {s}" for s in (*_KEEPALIVES, *settings))]
+            [*([str(given)] if given else []), *(f"-c {s}" for s in (*server, *settings))]
         )
         params: dict[str, str | int] = {
             "connect_timeout": CONNECT_TIMEOUT,
             "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 3,
+            **{f"keepalives_{name}": value for name, value in _KEEPALIVE.items()},
             "tcp_user_timeout": 10_000,
             "options": options,
         }
         params.update(overrides)
         return make_conninfo(self.url, **params)
+
+    def read_conninfo(self) -> str:
+        """The connection string of pools that read: reads end after READ_TIMEOUT."""
+        return self.conninfo(f"statement_timeout={READ_TIMEOUT}s")
 
     def with_name(self, dbname: str) -> Database:
         return Database(make_conninfo(self.url, dbname=dbname))
@@ -84,7 +88,7 @@ class Database:
             # The library takes host, port, user and password alone from these;
             # Ledger gives its pool the whole connection string (TLS settings,
             # several hosts, options, keepalives) as well.
-            "CONNINFO": self.conninfo(f"statement_timeout={READ_TIMEOUT}s"),
+            "CONNINFO": self.read_conninfo(),
             "ORIGINATOR_ID_TYPE": "text",
             # Tables are created once, by `ledger db init` under an advisory lock.
             "CREATE_TABLE": "n",
