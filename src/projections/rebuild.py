@@ -49,7 +49,6 @@ STAGING_SCHEMA = "ledger_rebuild"
 #: new readers of the users table queue behind it: they wait at most this long.
 SWAP_LOCK_TIMEOUT = "200ms"
 #: A long audit (or a long read) holds the live table; the swap keeps trying.
-SWAP_ATTEMPTS = 100
 CATCH_UP_BATCH = 5000
 
 
@@ -59,10 +58,6 @@ class RebuildError(Exception):
 
 class RebuildInProgress(RebuildError):
     pass
-
-
-class SwapDeferred(Exception):
-    """Readers kept the live table busy; the new table was not swapped in."""
 
 
 @dataclass
@@ -300,7 +295,12 @@ class Rebuild:
         progress: Progress,
         requested_before: datetime,
     ) -> int:
-        for attempt in range(1, SWAP_ATTEMPTS + 1):
+        # Each try holds its locks for SWAP_LOCK_TIMEOUT at most, so readers and
+        # the live projector are never held up longer; it tries until it gets
+        # them, catching up meanwhile (starting over would copy everything again).
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
@@ -326,10 +326,9 @@ class Rebuild:
                 log.info("swapped in the rebuilt %r table at position %d", self.name, position)
                 return position
             except psycopg.errors.LockNotAvailable:
-                log.info("swap attempt %d could not get its locks in time; retrying", attempt)
+                log_at = logging.WARNING if attempt % 100 == 0 else logging.DEBUG
+                log.log(log_at, "swap try %d could not get its locks in time; retrying", attempt)
                 time.sleep(random.uniform(0.1, 0.5))  # noqa: S311  (not a secret)
-        # Not a RebuildError: the request stands, and the rebuild is tried again.
-        raise SwapDeferred("could not swap the new table in: the live table stayed busy")
 
     # -- reporting ----------------------------------------------------------------
 
