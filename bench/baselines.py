@@ -26,8 +26,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
 
+from api.schemas import AmountRequest
 from ledger.db import Database
 
 #: Connections of the async baselines' pools (the ledger's writer uses one, its
@@ -54,11 +54,6 @@ _SPEND = (
     "WHERE id = %s AND free_credits >= %s RETURNING free_credits"
 )
 _AUDIT = "INSERT INTO credit_audit (user_id, amount, reason) VALUES (%s, %s, %s) RETURNING id"
-
-
-class Spend(BaseModel):
-    amount: int = Field(ge=1, le=1_000_000)
-    reason: str | None = Field(None, max_length=200)
 
 
 def _key_check(key: str) -> Callable[[Request], Any]:
@@ -101,7 +96,7 @@ def eventsourcing_app(database: Database, key: str) -> FastAPI:
     _healthz(app)
 
     @app.post(SPEND_PATH, status_code=201, dependencies=[authorized])
-    def spend(user_id: str, body: Spend) -> dict[str, Any]:
+    def spend(user_id: str, body: AmountRequest) -> dict[str, Any]:
         try:
             user: User = ledger.repository.get(user_id)
         except AggregateNotFoundError:
@@ -154,7 +149,7 @@ def crud_app(database: Database, key: str) -> FastAPI:
     app, pool = _pool_app(database)
 
     @app.post(SPEND_PATH, status_code=201, dependencies=[Depends(_key_check(key))])
-    async def spend(user_id: str, body: Spend) -> dict[str, Any]:
+    async def spend(user_id: str, body: AmountRequest) -> dict[str, Any]:
         async with pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(_SPEND, (body.amount, user_id, body.amount))
             row = await cursor.fetchone()
@@ -176,7 +171,7 @@ def insert_app(database: Database, key: str) -> FastAPI:
     app, pool = _pool_app(database)
 
     @app.post(SPEND_PATH, status_code=201, dependencies=[Depends(_key_check(key))])
-    async def spend(user_id: str, body: Spend) -> dict[str, Any]:
+    async def spend(user_id: str, body: AmountRequest) -> dict[str, Any]:
         async with pool.connection() as conn:
             cursor = await conn.execute(_AUDIT, (user_id, body.amount, body.reason))
             row = await cursor.fetchone()

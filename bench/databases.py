@@ -19,6 +19,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from api.bootstrap import resolve_database
+from api.settings import Settings
 from ledger.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +38,10 @@ class Server:
 
     @classmethod
     def resolve(cls) -> Server:
-        url = os.environ.get("LEDGER_DATABASE_URL")
-        if url:
-            return cls(Database(url).with_name("postgres"), "LEDGER_DATABASE_URL")
-        from api.embedded import start as start_embedded
-
-        return cls(start_embedded(ROOT / ".ledger").with_name("postgres"), "embedded")
+        """The server `ledger` itself would use."""
+        settings = Settings()
+        kind = "LEDGER_DATABASE_URL" if settings.database_url else "embedded"
+        return cls(resolve_database(settings).with_name("postgres"), kind)
 
     def database(self, name: str) -> Database:
         return self.admin.with_name(name)

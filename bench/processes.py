@@ -43,6 +43,43 @@ def python_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A child run to its end: its exit code, output, and what it used."""
+
+    returncode: int
+    output: str
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+
+
+def run_measured(argv: Sequence[str], env: dict[str, str] | None = None) -> Finished:
+    """Run `argv` to its end (killed if we are interrupted), its output (stdout
+    and stderr) kept, its own CPU time and peak memory measured."""
+    with tempfile.TemporaryFile() as out:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            list(argv), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        seconds = time.monotonic() - started
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    return Finished(
+        os.waitstatus_to_exitcode(status),
+        output,
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+    )
+
+
 @dataclass
 class Served:
     """An HTTP server in a child process (and its own children)."""

@@ -17,11 +17,9 @@ child's ru_maxrss.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import psycopg
 
 from bench import profile
 from bench.databases import PREFIX, Server, scalar
-from bench.processes import python_env
+from bench.processes import python_env, run_measured
 from ledger.db import Database
 
 EVENTS_PER_USER = 10
@@ -95,7 +93,7 @@ def _generate(database: Database, recipe: str) -> None:
     argv = [sys.executable, "-m", "api.cli", *recipe.split()[1:]]
     process = subprocess.Popen(
         argv,
-        env=python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning"),
+        env=_ledger_env(database),
         stdout=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
@@ -139,38 +137,29 @@ def raw_read(database: Database) -> dict[str, float]:
     return {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds)}
 
 
+def _ledger_env(database: Database) -> dict[str, str]:
+    """The environment of a `ledger` child working on `database`."""
+    return python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning")
+
+
 def rebuild_child(database: Database) -> dict[str, Any]:
     """`ledger rebuild` in a child process: its report, wall time and peak memory."""
-    with tempfile.TemporaryFile() as out:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "rebuild"],
-            env=python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        process.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.monotonic() - started
-        out.seek(0)
-        text = out.read().decode(errors="replace")
+    finished = run_measured(
+        [sys.executable, "-m", "api.cli", "rebuild"],
+        _ledger_env(database),
+    )
+    text = finished.output
     found = _RESULT.search(text)
-    if process.returncode != 0 or found is None:
-        raise RuntimeError(f"ledger rebuild failed ({process.returncode}):\n{text[-3000:]}")
+    if finished.returncode != 0 or found is None:
+        raise RuntimeError(f"ledger rebuild failed ({finished.returncode}):\n{text[-3000:]}")
     return {
         "events": int(found["events"].replace(",", "")),
         "users": int(found["users"].replace(",", "")),
         "seconds": float(found["seconds"]),
         "events_per_second": int(found["rate"].replace(",", "")),
-        "process_seconds": round(wall, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "process_seconds": round(finished.seconds, 2),
+        "peak_rss_mb": round(finished.peak_rss_mb, 1),
+        "cpu_seconds": round(finished.cpu_seconds, 2),
     }
 
 
@@ -180,7 +169,7 @@ def profile_rebuild(server: Server, events: int, output: Path) -> dict[str, Any]
     with server.scratch("rebuild_profile", template=name) as database:
         return profile.record_command(
             [sys.executable, "-m", "api.cli", "rebuild"],
-            python_env(LEDGER_DATABASE_URL=database.url, LEDGER_LOG_LEVEL="warning"),
+            _ledger_env(database),
             output,
         )
 

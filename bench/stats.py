@@ -1,9 +1,8 @@
-"""Percentiles and medians."""
+"""Percentiles."""
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 
 
@@ -16,7 +15,3 @@ def percentile(values: Sequence[float], p: float) -> float:
     low = math.floor(rank)
     high = math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan

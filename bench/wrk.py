@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from bench.processes import run_measured
+
 THREADS = 2
 CONNECTIONS = 64
 _MARK = "BENCH_RESULT "
@@ -123,33 +125,21 @@ def run(url: str, load: Load, key: str, seconds: float, *, seed: int = 1) -> Wrk
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as folder:
         path = Path(folder) / "spend.lua"
         path.write_text(script(load, key, seed))
-        with tempfile.TemporaryFile() as out:
-            process = subprocess.Popen(
-                [
-                    wrk,
-                    f"-t{THREADS}",
-                    f"-c{CONNECTIONS}",
-                    f"-d{max(1, round(seconds))}s",
-                    "--timeout",
-                    "10s",
-                    "-s",
-                    str(path),
-                    url,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "LC_ALL": "C"},
-            )
-            try:
-                _, status, usage = os.wait4(process.pid, 0)
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
-            process.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            output = out.read().decode(errors="replace")
+        finished = run_measured(
+            [
+                wrk,
+                f"-t{THREADS}",
+                f"-c{CONNECTIONS}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(path),
+                url,
+            ],
+            {**os.environ, "LC_ALL": "C"},
+        )
+    output = finished.output
     for line in output.splitlines():
         if line.startswith(_MARK):
             raw = orjson.loads(line.removeprefix(_MARK))
@@ -166,6 +156,6 @@ def run(url: str, load: Load, key: str, seconds: float, *, seed: int = 1) -> Wrk
                 p99_ms=raw["p99_us"] / 1000,
                 mean_ms=raw["mean_us"] / 1000,
                 max_ms=raw["max_us"] / 1000,
-                wrk_cpu_seconds=usage.ru_utime + usage.ru_stime,
+                wrk_cpu_seconds=finished.cpu_seconds,
             )
-    raise RuntimeError(f"wrk failed ({process.returncode}):\n{output}")
+    raise RuntimeError(f"wrk failed ({finished.returncode}):\n{output}")
