@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from api import problems
 from api.bootstrap import Services, build_services, resolve_database
-from api.deps import role_refusal
 from api.middleware import PROTECTED_PREFIX, Edge
 from api.reads import Reads
 from api.routers import events, health, projections, users
@@ -56,7 +55,7 @@ def create_app(services: Services) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.services = services
-    problems.install(app, role_refusal)
+    problems.install(app)
     for module in (users, events, projections, health):
         app.include_router(module.router)
     app.add_middleware(Edge, keyring=services.keyring)

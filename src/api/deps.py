@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -145,18 +146,27 @@ def _keyed(role: Role) -> Callable[[Request], Awaitable[KeyedRequest]]:
     return keyed
 
 
-def role_refusal(request: Request) -> Response | None:
-    """The 403 a request's route would give its key, before its body is read."""
-    route = request.scope.get("route")
-    principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
-    dependant = getattr(route, "dependant", None)
-    if principal is None or dependant is None:
-        return None
-    for dependency in dependant.dependencies:
-        role: Role | None = getattr(dependency.call, "required_role", None)
-        if role is not None and principal.role < role:
-            return http_problem(403, _too_weak(role, principal))
-    return None
+class RoleCheckedRoute(APIRoute):
+    """A route that refuses a key whose role is too weak before the body is
+    read: FastAPI decodes a JSON body before it runs any dependency, and a
+    caller who may not use the route must hear 403, not what is wrong with the
+    body. (The route's dependency checks the role again, and hands it what it
+    needs.)"""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        roles = [getattr(d.call, "required_role", None) for d in self.dependant.dependencies]
+        required: Role | None = max((r for r in roles if r is not None), default=None)
+        if required is None:
+            return handler
+
+        async def checked(request: Request) -> Response:
+            principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
+            if principal is not None and principal.role < required:
+                return http_problem(403, _too_weak(required, principal))
+            return await handler(request)
+
+        return checked
 
 
 ReaderAccess = Annotated[Services, Depends(_access(Role.READER))]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -95,11 +94,9 @@ def _summary(errors_: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "the request is invalid"
 
 
-def install(app: FastAPI, role_refusal: Callable[[Request], Response | None]) -> None:
-    """`role_refusal(request)`: the 403 for a caller whose key's role is too weak
-    for the route, if it is. FastAPI decodes a JSON body before it runs any
-    dependency, so a body that is not JSON at all reaches these handlers before
-    the route's role check has run; the role is checked here first."""
+def install(app: FastAPI) -> None:
+    """Every failure as problem+json. (A key whose role is too weak for a route
+    is refused before its body is read: api.deps.RoleCheckedRoute.)"""
 
     async def on_ledger_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.LedgerError)
@@ -109,8 +106,6 @@ def install(app: FastAPI, role_refusal: Callable[[Request], Response | None]) ->
         assert isinstance(exc, RequestValidationError)
         found = _validation_errors(exc)
         if any(e["type"] == "json_invalid" for e in found):
-            if (refused := role_refusal(request)) is not None:
-                return refused
             return problem(
                 422, "invalid-json", "Malformed JSON", "the body is not valid JSON", errors=found
             )
@@ -121,8 +116,6 @@ def install(app: FastAPI, role_refusal: Callable[[Request], Response | None]) ->
         if exc.status_code == 400:
             # FastAPI's answer to a body it could not decode at all (invalid
             # UTF-8, nesting too deep): malformed JSON, as far as a client cares.
-            if (refused := role_refusal(request)) is not None:
-                return refused
             return problem(422, "invalid-json", "Malformed JSON", "the body could not be decoded")
         return http_problem(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 

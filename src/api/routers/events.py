@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from api.deps import AdminAccess, ReaderAccess
+from api.deps import AdminAccess, ReaderAccess, RoleCheckedRoute
 from api.routers import problems
 from api.routers.users import MAX_POSITION, Limit, UserIdPath
 from api.schemas import AuditOut, EventPage
@@ -17,7 +17,7 @@ from ledger.errors import UserNotFound
 from ledger.views import event_view
 from projections.audit import audit_user
 
-router = APIRouter(tags=["history"])
+router = APIRouter(tags=["history"], route_class=RoleCheckedRoute)
 
 
 @router.get(

@@ -9,7 +9,7 @@ import psycopg
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from api.deps import IDEMPOTENCY_KEY_DOC, AdminKeyed, ReaderAccess
+from api.deps import IDEMPOTENCY_KEY_DOC, AdminKeyed, ReaderAccess, RoleCheckedRoute
 from api.routers import problems
 from api.schemas import ProjectionList, ProjectionOut
 from ledger import idempotency
@@ -18,7 +18,7 @@ from ledger.idempotency import IdempotencyKey
 from projections import status
 from projections.overview import overview
 
-router = APIRouter(prefix="/v1/projections", tags=["projections"])
+router = APIRouter(prefix="/v1/projections", tags=["projections"], route_class=RoleCheckedRoute)
 
 
 @router.get(

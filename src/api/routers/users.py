@@ -11,7 +11,13 @@ from pydantic import BeforeValidator, WithJsonSchema
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from api.deps import IDEMPOTENCY_KEY_DOC, AdminCommand, ReaderAccess, ServiceCommand
+from api.deps import (
+    IDEMPOTENCY_KEY_DOC,
+    AdminCommand,
+    ReaderAccess,
+    RoleCheckedRoute,
+    ServiceCommand,
+)
 from api.routers import problems
 from api.schemas import (
     AmountRequest,
@@ -36,7 +42,7 @@ from ledger.views import event_view, parse_timestamp, timestamp, user_view
 from projections import history
 from projections.users_table import SELECT_USER
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], route_class=RoleCheckedRoute)
 
 #: A strict RFC 3339 time (pydantic's own datetime takes Unix times and more).
 Rfc3339 = Annotated[
