@@ -50,6 +50,14 @@ USER_EVENTS = (
 #: LIMIT takes a bigint: no limit.
 NO_LIMIT = 2**62
 
+
+def sql_limit(count: int | None) -> int:
+    """A row count as LIMIT can take it: none (None) or past a bigint is no limit.
+    Every LIMIT the ledger computes (a page plus one, a version less another)
+    goes through here, so that no arithmetic on a client's number leaves bigint."""
+    return NO_LIMIT if count is None else max(0, min(count, NO_LIMIT))
+
+
 HAS_EVENTS = f"SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = %s LIMIT 1"
 
 #: Every table of the write side.
@@ -155,7 +163,7 @@ class Ledger(Application[str]):
         at or before it; and whether more follow. What lies past the page is not
         decoded: it may be an event this release cannot read."""
         rows = self._fetch(
-            USER_EVENTS, (user_id, after_version, NO_LIMIT if limit is None else limit + 1)
+            USER_EVENTS, (user_id, after_version, sql_limit(None if limit is None else limit + 1))
         )
         events: list[Recorded] = []
         for row in rows:
@@ -175,7 +183,7 @@ class Ledger(Application[str]):
         `limit`, and whether more follow (the next is not decoded). (The
         library's select_notifications would retry for half a minute while the
         database is down; a caller should hear at once.)"""
-        rows = self._fetch(EVENTS_AFTER, (position, limit + 1))
+        rows = self._fetch(EVENTS_AFTER, (position, sql_limit(limit + 1)))
         return [self._recorded(row) for row in rows[:limit]], len(rows) > limit
 
     def snapshot(
@@ -185,7 +193,7 @@ class Ledger(Application[str]):
         newest = datetime.max.replace(tzinfo=UTC)
         rows = self._fetch(
             snapshots.AT_MOST,
-            (user_id, version if version is not None else NO_LIMIT, at or newest),
+            (user_id, NO_LIMIT if version is None else version, at or newest),
         )
         state = snapshots.decode(bytes(rows[0]["state"])) if rows else None
         return snapshots.Snapshot(state, rows[0]["position"]) if state is not None else None

@@ -7,9 +7,13 @@ min_position beyond the head is answered 504 in a moment rather than in 5 s."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.helpers import head
+from tests.helpers import API_KEYS, head
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
@@ -141,3 +145,49 @@ def test_generated_requests_get_no_server_error_and_a_documented_answer(
     assert not failures, "\n\n".join(failures.values())
     assert statuses, "no request was sent"
     assert all(status < 500 or status == 504 for status in statuses), statuses
+
+
+def test_schemathesis_run_in_every_phase_finds_no_server_error(api: Api) -> None:
+    """`schemathesis run` as a user would run it against a served ledger, in
+    every phase: the documented examples, coverage (each parameter at and past
+    its bounds: 2**63 - 1 and beyond), fuzzing, and stateful chains of calls
+    that follow the document's links from a command's answer to the routes
+    about the same user."""
+    here = Path(__file__).parent
+    checks = ",".join(
+        [
+            "no_server_error_but_a_documented_timeout",
+            "status_code_conformance",
+            "content_type_conformance",
+            "response_headers_conformance",
+            "response_schema_conformance",
+        ]
+    )
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{api.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {API_KEYS['admin']}",
+            "--checks",
+            checks,
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            str(EXAMPLES_PER_OPERATION),
+            "--seed",
+            "1",
+            "--request-timeout",
+            "10",
+        ],
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(here)},
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "Stateful" in run.stdout and "API Links" in run.stdout, run.stdout[-3000:]
