@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from psycopg_pool import AsyncConnectionPool
 
-from api.schemas import AmountRequest
+from api.http.schemas import AmountRequest
 from ledger.db import Database
 
 #: Connections of the async baselines' pools (the ledger's writer uses one, its

@@ -22,6 +22,7 @@ from ledger.commands import Command, GrantCredits, RegisterUser
 from ledger.db import Database
 from ledger.domain import Cause
 from ledger.writer import run_together
+from projections.views import present
 
 SYSTEMS = ("ledger", "eventsourcing", "crud", "insert")
 BASELINES = SYSTEMS[1:]
@@ -69,7 +70,7 @@ def prepare_events(database: Database, workload: Workload) -> None:
     ledger = Ledger.open(database)
     try:
         for start in range(0, len(commands), 5000):
-            run_together(ledger, database, commands[start : start + 5000])
+            run_together(ledger, database, present, commands[start : start + 5000])
     finally:
         ledger.close()
 

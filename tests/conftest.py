@@ -23,6 +23,7 @@ from api.bootstrap import init_database
 from api.embedded import start as start_embedded
 from ledger.application import Ledger
 from ledger.db import Database
+from projections.log import EventLog
 from tests.helpers import BackgroundWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,15 @@ def ledger(database: Database) -> Iterator[Ledger]:
     ledger.datastore.register_type_adapters()
     yield ledger
     ledger.close()
+
+
+@pytest.fixture
+def log(ledger: Ledger, database: Database) -> Iterator[EventLog]:
+    """History reads, as the API makes them, on a pool of their own."""
+    pool = database.read_pool(2)
+    pool.open(wait=True)
+    yield EventLog(ledger, pool)
+    pool.close()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from ledger import events_table
 from ledger.application import Ledger
 from ledger.commands import Command
 from ledger.db import Database
@@ -25,6 +26,7 @@ from ledger.writer import Accepted, CommandWriter, Result
 from projections import status as st
 from projections.audit import UserAudit, audit_user
 from projections.projector import Projector
+from projections.views import present
 
 T = TypeVar("T")
 
@@ -36,7 +38,7 @@ def projection_position(database: Database, name: str = "users") -> int:
 
 def head(database: Database) -> int:
     with database.connect() as conn:
-        return st.head(conn)
+        return events_table.head(conn)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0, every: float = 0.05) -> None:
@@ -120,7 +122,7 @@ class BackgroundWriter:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.writer = CommandWriter(ledger, database, **options)
+        self.writer = CommandWriter(ledger, database, present, **options)
         self._call(self.writer.start())
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:

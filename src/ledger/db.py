@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from ledger.errors import DatabaseUnavailable
 
 #: Seconds to wait for a connection before telling the caller the database is down.
 CONNECT_TIMEOUT = 3
@@ -99,6 +105,41 @@ class Database:
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.conninfo(), autocommit=autocommit)
 
+    async def connect_async(self, *settings: str) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        """An async connection in autocommit mode, with `settings` for its session."""
+        return await psycopg.AsyncConnection.connect(self.conninfo(*settings), autocommit=True)
+
+    def read_pool(self, size: int) -> ConnectionPool[psycopg.Connection[Any]]:
+        """A bounded pool of autocommit connections for the reads that run on
+        threads (history, audits, projections, readiness), not yet open. Each
+        connection is checked as it is handed out (a round trip, cheap beside
+        these reads), so that after PostgreSQL restarts the first read gets a
+        new connection instead of a dead one."""
+        return ConnectionPool(
+            self.read_conninfo(),
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+            open=False,
+        )
+
+    def async_read_pool(self, size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
+        """A bounded pool for the API's point reads on the event loop, not yet
+        open. Connections are not checked as they are handed out (a round trip
+        per read); see `api.http.reads` for how a dead one is met."""
+        return AsyncConnectionPool(
+            self.read_conninfo(),
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+            open=False,
+        )
+
 
 def advisory_key(name: str) -> int:
     """A stable 32-bit advisory lock key for a name."""
@@ -118,3 +159,66 @@ def advisory_lock(conn: psycopg.Connection[tuple[object, ...]], name: str) -> It
     finally:
         with contextlib.suppress(psycopg.Error):
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+#: Why a transaction gave up waiting for the events table (its lock_timeout).
+BUSY = "the ledger is busy (another transaction holds the events table); retry"
+
+
+def unavailable(error: BaseException) -> DatabaseUnavailable | None:
+    """The ledger's word for an error that only a retry can cure (PostgreSQL
+    cannot be reached, or is too busy to wait for), or None for any other.
+    The one translation of database errors, wherever they are met."""
+    if isinstance(error, psycopg.errors.LockNotAvailable):
+        return DatabaseUnavailable(BUSY)
+    if isinstance(
+        error, psycopg.OperationalError | psycopg.InterfaceError | OperationalError | InterfaceError
+    ):
+        return cannot_reach(error)
+    return None
+
+
+def cannot_reach(error: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"the database cannot be reached: {error}")
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Raise `unavailable`'s error in place of the database's."""
+    try:
+        yield
+    except Exception as e:
+        translated = unavailable(e)
+        if translated is not None:
+            raise translated from e
+        raise
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table, and how it is created if it is missing (on a connection in
+    autocommit mode). Every table of the ledger is declared so, by the module
+    that owns it, and created by one loop (api.bootstrap.init_database)."""
+
+    name: str
+    create: Callable[[psycopg.Connection[Any]], None]
+
+    @classmethod
+    def of(cls, name: str, *ddl: str) -> Table:
+        """A table created by plain statements (each idempotent: IF NOT EXISTS)."""
+
+        def create(conn: psycopg.Connection[Any]) -> None:
+            for statement in ddl:
+                conn.execute(statement.encode())
+
+        return cls(name, create)
+
+
+def missing(conn: psycopg.Connection[Any], tables: Sequence[Table]) -> list[str]:
+    """The names of those of `tables` the database does not have."""
+    rows = conn.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name "
+        "WHERE to_regclass(format('public.%%I', name)) IS NULL",
+        ([t.name for t in tables],),
+    ).fetchall()
+    return [str(row[0]) for row in rows]

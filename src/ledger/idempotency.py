@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from ledger.db import Table
 from ledger.errors import IdempotencyKeyReused
 
 TABLE = "ledger_idempotency_keys"
@@ -32,6 +33,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (principal, key)
 )
 """
+
+DEFINITION = Table.of(TABLE, CREATE_TABLE)
 
 LOOKUP = (
     "SELECT s.principal, s.key, s.fingerprint, s.outcome "

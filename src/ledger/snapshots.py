@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ledger.db import Table
 from ledger.domain import FOLD_VERSION, UserState
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (user_id, fold, version)
 )
 """
+
+DEFINITION = Table.of(TABLE, CREATE_TABLE)
 
 #: The latest snapshot of each of some users (whom the caller has not cached).
 LATEST = (

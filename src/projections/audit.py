@@ -16,14 +16,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ledger.application import EVENTS_TABLE, Ledger
+from ledger import events_table
+from ledger.application import Ledger
 from ledger.db import Database
 from ledger.domain import UserState
-from ledger.views import user_view
 from projections import status as st
 from projections import users_table
 from projections.history import replay_all, replay_user
 from projections.users import USER_COLUMNS, UsersProjection
+from projections.views import user_view
 
 CHECKED_FIELDS = USER_COLUMNS[1:]  # all but the id
 _CHUNK = 1000
@@ -178,12 +179,7 @@ def _chunks(
 
 def _rows_without_history(conn: psycopg.Connection[Any], position: int) -> list[str]:
     live = sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
-    query = sql.SQL(
-        "SELECT u.id FROM {} AS u WHERE NOT EXISTS (SELECT 1 FROM {} AS e "
-        "WHERE e.originator_id = u.id AND e.notification_id <= %s) ORDER BY u.id LIMIT 1000"
-    ).format(live, sql.Identifier(EVENTS_TABLE))
-    rows = conn.execute(query, (position,)).fetchall()
-    return [row[0] for row in rows]
+    return events_table.ids_without_events(conn, live, position)
 
 
 @dataclass
@@ -211,7 +207,7 @@ class LedgerAt:
 def ledger_at(database: Database, ledger: Ledger, at: datetime) -> LedgerAt:
     """Every user replayed to `at`, summed: users, balances outstanding, levels."""
     with database.connect() as conn, snapshot(conn):
-        position = st.head(conn)
+        position = events_table.head(conn)
         totals = LedgerAt(at, position)
         for state, _ in replay_all(ledger, conn, position, at=at):
             totals.users += 1

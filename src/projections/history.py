@@ -11,24 +11,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
 
-from ledger.application import EVENTS_TABLE, Ledger, Recorded, evolve, recorded_after
+from ledger import events_table
+from ledger.application import Ledger, Recorded, evolve
 from ledger.domain import UserState
 from ledger.errors import HistoryUnreadable
 from ledger.snapshots import EVERY, Snapshot
-
-_USER_EVENTS_UP_TO = (
-    "SELECT originator_version, topic, state, notification_id FROM "
-    f"{EVENTS_TABLE} WHERE originator_id = %s AND notification_id <= %s "
-    "ORDER BY originator_version"
-)
-
-_ALL_EVENTS_BY_USER = (
-    "SELECT originator_id, originator_version, topic, state, notification_id "
-    f"FROM {EVENTS_TABLE} WHERE notification_id <= %s "
-    "ORDER BY originator_id, originator_version"
-)
+from projections.log import EventLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +29,7 @@ class Step:
 
 
 def timeline(
-    ledger: Ledger,
+    log: EventLog,
     user_id: str,
     *,
     after_version: int = 0,
@@ -51,11 +40,11 @@ def timeline(
     and recorded at or before `until`), each with the state after it; and
     whether more follow. From the first event when `after_version` is below
     the first snapshot, as an audit needs."""
-    start = ledger.snapshot(user_id, version=after_version) if after_version >= EVERY else None
+    start = log.snapshot(user_id, version=after_version) if after_version >= EVERY else None
     state: UserState | None = start.state if start else None
     first = state.version if state else 0
     wanted = None if limit is None else after_version - first + limit
-    recorded, more = ledger.user_page(user_id, after_version=first, limit=wanted, until=until)
+    recorded, more = log.user_page(user_id, after_version=first, limit=wanted, until=until)
     steps = []
     for r in recorded:
         state = evolve(r.event, state)
@@ -65,18 +54,18 @@ def timeline(
 
 
 def state_at(
-    ledger: Ledger, user_id: str, *, at: datetime | None = None, version: int | None = None
+    log: EventLog, user_id: str, *, at: datetime | None = None, version: int | None = None
 ) -> Snapshot | None:
     """The user after every event recorded at or before `at` (an event at
     exactly `at` counts), or up to `version`; None if they did not exist yet."""
     deep = at is not None or version is None or version >= EVERY
-    last = ledger.snapshot(user_id, version=version, at=at) if deep else None
+    last = log.snapshot(user_id, version=version, at=at) if deep else None
     state: UserState | None = last.state if last else None
     first = state.version if state else 0
     wanted = None if version is None else max(version - first, 0)
     if wanted == 0:
         return last
-    for recorded in ledger.user_events(user_id, after_version=first, limit=wanted, until=at):
+    for recorded in log.user_events(user_id, after_version=first, limit=wanted, until=at):
         state = evolve(recorded.event, state)
         last = Snapshot(state, recorded.position)
     return last
@@ -90,9 +79,9 @@ def replay_user(
     state: UserState | None = None
     position = 0
     for version, topic, data, notification_id in conn.execute(
-        _USER_EVENTS_UP_TO, (user_id, up_to)
+        events_table.OF_USER_UP_TO, (user_id, up_to)
     ).fetchall():
-        event = ledger.decode(StoredEvent(user_id, version, topic, bytes(data)))
+        event = ledger.decode_row(user_id, version, topic, data)
         state = evolve(event, state)
         position = notification_id
     return (state, position) if state is not None else None
@@ -113,20 +102,20 @@ def replay_all(
 
     Raises a ReplayError naming the event the fold could not read or apply.
     """
-    decode = ledger.decode
+    decode = ledger.decode_row
     state: UserState | None = None
     position = 0
     with conn.cursor(name="replay_all", binary=True) as curs:
         curs.itersize = 10_000
-        curs.execute(_ALL_EVENTS_BY_USER, (up_to,))
+        curs.execute(events_table.ALL_BY_USER, (up_to,))
         for user_id, version, topic, data, notification_id in curs:
             if state is not None and state.id != user_id:
                 yield state, position
                 state = None
-            if at is not None and recorded_after(data, at):
+            if at is not None and events_table.recorded_after(data, at):
                 continue  # and so are the rest of this user's: times never go back
             try:
-                state = evolve(decode(StoredEvent(user_id, version, topic, data)), state)
+                state = evolve(decode(user_id, version, topic, data), state)
             except HistoryUnreadable as e:
                 raise ReplayError(notification_id, e) from e
             position = notification_id

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from ledger import events_table
 from projections import status as st
 
 Status = Literal["running", "rebuilding", "stopped", "failed"]
@@ -44,7 +45,7 @@ class Overview:
 def overview(conn: psycopg.Connection[Any], name: str = "users") -> Overview:
     row = st.read_status(conn, name)
     position = st.read_position(conn, name, lock=False)
-    head = st.head(conn)
+    head = events_table.head(conn)
     rebuilding = st.lock_is_held(conn, st.rebuild_lock(name))
     leading = st.lock_is_held(conn, st.leader_lock(name))
     error = row.error if row else None

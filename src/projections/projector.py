@@ -5,10 +5,8 @@ position FOR UPDATE, applies the events after it, writes the rows and moves the
 position (the library's `_insert_tracking`), then commits: a crash anywhere
 leaves either all of it or none of it.
 
-One projector per database is active: the one holding the leader advisory lock
-on its connection. Others stand by and take over within a second of its
-connection closing (a crash, a kill -9, a network cut).
-https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+One projector per database is active (projections.follower): others stand by
+and take over within a second of its connection closing.
 
 No event is skipped: the library inserts events under an EXCLUSIVE table lock,
 so positions become visible in order, and "events after my position" never
@@ -18,21 +16,19 @@ passes over one that commits later.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
 
-from ledger.application import EVENTS_AFTER, EVENTS_TABLE, Ledger, Recorded
+from ledger import events_table
+from ledger.application import Ledger, Recorded
 from ledger.db import Database
 from ledger.domain import EVENT_TYPES, UserState
 from projections import status as st
 from projections import users_table
+from projections.follower import Follower
 from projections.users import UsersProjection
 from projections.users_table import Table
 
@@ -67,7 +63,7 @@ def decode_rows(
     recorded: list[Recorded] = []
     for position, user_id, version, topic, state in rows:
         try:
-            event = ledger.decode(StoredEvent(user_id, version, topic, bytes(state)))
+            event = ledger.decode_row(user_id, version, topic, state)
         except Exception as e:
             return recorded, Failure(position, user_id, version, topic, f"cannot decode: {e}")
         recorded.append(Recorded(event, position))
@@ -107,7 +103,7 @@ def apply_events(
     return last, failure
 
 
-class Projector:
+class Projector(Follower):
     """Tails the event log into the users table, in batches, while it leads."""
 
     def __init__(
@@ -120,111 +116,71 @@ class Projector:
         poll_interval: float = 1.0,
         start_rebuild: Callable[[], None] | None = None,
     ) -> None:
-        self.database = database
-        self.ledger = ledger
         self.projection = projection or UsersProjection()
-        self.name = self.projection.name
+        super().__init__(
+            database,
+            name="projector",
+            lock_key=st.leader_lock(self.projection.name),
+            channels=(events_table.CHANNEL, st.CONTROL_CHANNEL),
+            poll_interval=poll_interval,
+        )
+        self.ledger = ledger
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
         self._start_rebuild = start_rebuild
         self._tracking = st.tracking_recorder(ledger.datastore)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._table: Table | None = None
         self._table_version: str | None = None
-        self.is_leader = False
+        self._narrow = False
         self.failed = False
-        self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
-    # -- lifecycle ----------------------------------------------------------
+    # -- leading --------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="ledger-projector", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def run(self) -> None:
-        """Lead or stand by until stopped; survive the database going away."""
-        backoff = 0.2
-        while not self._stop.is_set():
-            try:
-                with self.database.connect() as conn:
-                    backoff = 0.2
-                    self._serve(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                log.warning("projector lost its database connection: %s", e)
-            except Exception:
-                log.exception("projector stopped by an unexpected error; restarting")
-            self.is_leader = False
-            self._table = None
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-    # -- one connection's life ------------------------------------------------
-
-    def _serve(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(f"LISTEN {EVENTS_TABLE}")
-        conn.execute(f"LISTEN {st.CONTROL_CHANNEL}")
-        narrow = False
-        while not self._stop.is_set():
-            if not self.is_leader:
-                self.is_leader = self._try_lead(conn)
-                if not self.is_leader:
-                    self._wait(conn)
-                    continue
-            status = st.read_status(conn, self.name)
-            if status is not None and self._newer(status.version):
-                self._step_down(conn, status.version)
-                continue
-            if status is not None and status.rebuild_requested and self._start_rebuild:
-                self._start_rebuild()
-            if self.failed:
-                self.failed = status is not None and status.error is not None
-                if self.failed:
-                    self._wait(conn)
-                    continue
-            try:
-                applied = self._apply_batch(conn, 1 if narrow else self.batch_size)
-                narrow = False
-            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as e:
-                # The database refused a row. Retry one event at a time, to
-                # commit everything before the culprit and name it.
-                if narrow:
-                    self._fail(conn, self._culprit(conn, str(e)))
-                narrow = True
-                continue
-            if applied < self.batch_size:
-                self._wait(conn)
-
-    def _try_lead(self, conn: psycopg.Connection[Any]) -> bool:
-        row = conn.execute(
-            "SELECT pg_try_advisory_lock(%s)", (st.leader_lock(self.name),)
-        ).fetchone()
-        if not (row and row[0]):
-            return False
-        status = st.read_status(conn, self.name)
+    def on_lead(self, conn: psycopg.Connection[Any]) -> bool:
+        name = self.projection.name
+        status = st.read_status(conn, name)
         if status is not None and self._newer(status.version):
-            self._step_down(conn, status.version)
+            self._warn_newer(status.version)
             return False
-        log.info("projector %s is now active for %r", self.identity, self.name)
         with conn.transaction():
             if status is not None and status.error is not None:
                 # A new leader is the operator's retry: try the failed event again.
-                st.write_status(conn, self.name, error=None)
+                st.write_status(conn, name, error=None)
             if status is not None and status.version != self.projection.version:
                 log.warning(
                     "users table is version %s, this projector is %s: rebuilding",
                     status.version,
                     self.projection.version,
                 )
-                st.request_rebuild(conn, self.name, unless_requested=True)
+                st.request_rebuild(conn, name, unless_requested=True)
         self.failed = False
         return True
+
+    def on_lost(self) -> None:
+        self._table = None
+
+    def work(self, conn: psycopg.Connection[Any]) -> bool:
+        status = st.read_status(conn, self.projection.name)
+        if status is not None and self._newer(status.version):
+            self._warn_newer(status.version)
+            self.step_down(conn)
+            return False
+        if status is not None and status.rebuild_requested and self._start_rebuild:
+            self._start_rebuild()
+        if self.failed:
+            self.failed = status is not None and status.error is not None
+            if self.failed:
+                return False
+        try:
+            applied = self._apply_batch(conn, 1 if self._narrow else self.batch_size)
+            self._narrow = False
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as e:
+            # The database refused a row. Retry one event at a time, to
+            # commit everything before the culprit and name it.
+            if self._narrow:
+                self._fail(conn, self._culprit(conn, str(e)))
+            self._narrow = True
+            return True
+        return applied >= self.batch_size
 
     def _newer(self, version: str) -> bool:
         """Whether the live table was built by a later release's projection.
@@ -232,23 +188,15 @@ class Projector:
         code, _, _ = version.partition(".")
         return code.isdigit() and int(code) > self.projection.code_version
 
-    def _step_down(self, conn: psycopg.Connection[Any], version: str) -> None:
+    def _warn_newer(self, version: str) -> None:
         log.warning(
             "the %r table is version %s, newer than this projector's %s: standing by",
-            self.name,
+            self.projection.name,
             version,
             self.projection.version,
         )
-        conn.execute("SELECT pg_advisory_unlock(%s)", (st.leader_lock(self.name),))
-        self.is_leader = False
-        self._wait(conn)
 
-    def _wait(self, conn: psycopg.Connection[Any]) -> None:
-        """Until an event is appended, a control message arrives, or a poll is due."""
-        for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
-            break
-        for _ in conn.notifies(timeout=0):
-            pass  # several appends wake the projector once
+    # -- one batch ------------------------------------------------------------
 
     def _live_table(self, conn: psycopg.Connection[Any], version: str) -> Table:
         if self._table is None or self._table_version != version:
@@ -257,29 +205,29 @@ class Projector:
         return self._table
 
     def _apply_batch(self, conn: psycopg.Connection[Any], limit: int) -> int:
+        name = self.projection.name
         with conn.transaction():
             # Waits while a rebuild swaps a new table in.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (st.table_lock(self.name),))
-            status = st.read_status(conn, self.name)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (st.table_lock(name),))
+            status = st.read_status(conn, name)
             table = self._live_table(conn, status.version if status else "")
-            position = st.read_position(conn, self.name, lock=True)
-            rows = conn.execute(EVENTS_AFTER, (position, limit)).fetchall()
+            position = st.read_position(conn, name, lock=True)
+            rows = conn.execute(events_table.AFTER, (position, limit)).fetchall()
             if not rows:
                 return 0
             recorded, failure = decode_rows(self.ledger, rows)
             last, apply_failure = apply_events(conn, table, recorded)
             failure = apply_failure or failure
             if last is not None:
-                st.record_position(self._tracking, conn, self.name, last)
+                st.record_position(self._tracking, conn, name, last)
                 conn.execute("SELECT pg_notify(%s, %s)", (st.POSITION_CHANNEL, str(last)))
         if failure is not None:
             self._fail(conn, failure)
-        applied = len(rows) if failure is None else 0
-        return applied
+        return len(rows) if failure is None else 0
 
     def _culprit(self, conn: psycopg.Connection[Any], message: str) -> Failure:
-        position = st.read_position(conn, self.name, lock=False)
-        rows = conn.execute(EVENTS_AFTER, (position, 1)).fetchall()
+        position = st.read_position(conn, self.projection.name, lock=False)
+        rows = conn.execute(events_table.AFTER, (position, 1)).fetchall()
         if not rows:
             return Failure(position, "", 0, "", message)
         recorded, failure = decode_rows(self.ledger, rows)
@@ -297,10 +245,10 @@ class Projector:
     def _fail(self, conn: psycopg.Connection[Any], failure: Failure) -> None:
         log.error(
             "projection %r cannot apply the event at position %d: %s",
-            self.name,
+            self.projection.name,
             failure.position,
             failure.message,
         )
         with conn.transaction():
-            st.write_status(conn, self.name, error=failure.as_dict())
+            st.write_status(conn, self.projection.name, error=failure.as_dict())
         self.failed = True

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ledger.application import EVENTS_AFTER, Ledger
+from ledger import events_table
+from ledger.application import Ledger
 from ledger.db import Database
 from projections import status as st
 from projections import users_table
@@ -208,7 +208,7 @@ class Rebuild:
         with self.database.connect(autocommit=False) as reader, self.database.connect() as writer:
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True
-            target = st.head(reader)
+            target = events_table.head(reader)
             progress.target = target
             self._report(progress, control, force=True)
 
@@ -270,7 +270,7 @@ class Rebuild:
     def _apply_after(
         self, conn: psycopg.Connection[Any], table: Table, position: int, progress: Progress
     ) -> tuple[int, int]:
-        rows = conn.execute(EVENTS_AFTER, (position, CATCH_UP_BATCH)).fetchall()
+        rows = conn.execute(events_table.AFTER, (position, CATCH_UP_BATCH)).fetchall()
         if not rows:
             return 0, position
         recorded, failure = decode_rows(self.ledger, rows)
@@ -368,55 +368,3 @@ class _quietly:
             log.warning("could not record rebuild progress", exc_info=True)
             return True
         return False
-
-
-class BackgroundRebuilds:
-    """Runs requested rebuilds on a thread of this process, one at a time. The
-    active projector calls `request()` while its status row asks for one."""
-
-    def __init__(
-        self,
-        database: Database,
-        ledger: Ledger,
-        projection: UsersProjection | None = None,
-        *,
-        retry_after: float = 5.0,
-    ) -> None:
-        self.database = database
-        self.ledger = ledger
-        self.projection = projection or UsersProjection()
-        self.retry_after = retry_after
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._last_start = -retry_after
-
-    def request(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            if time.monotonic() - self._last_start < self.retry_after:
-                return
-            self._last_start = time.monotonic()
-            self._thread = threading.Thread(target=self._run, name="ledger-rebuild", daemon=True)
-            self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            result = Rebuild(self.database, self.ledger, self.projection).run()
-            log.info(
-                "rebuilt %r: %d users from %d events in %.1fs (%.0f events/s)",
-                self.projection.name,
-                result.users,
-                result.events,
-                result.seconds,
-                result.events_per_second,
-            )
-        except RebuildInProgress:
-            pass
-        except Exception:
-            log.exception("rebuild of %r failed", self.projection.name)

@@ -14,7 +14,6 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import dict_row
 
-from ledger.application import EVENTS_TABLE
 from ledger.db import advisory_key
 
 TRACKING_TABLE = "projection_tracking"
@@ -176,8 +175,3 @@ def lock_is_held(conn: psycopg.Connection[Any], key: int) -> bool:
         {"key": key},
     ).fetchone()
     return bool(row and row[0])
-
-
-def head(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}").fetchone()
-    return int(row[0]) if row else 0

@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from ledger.domain import UserState
-
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "db" / "schema.sql"
 
 _STATE_FIELDS = frozenset(UserState._fields)
 
@@ -28,7 +26,9 @@ USER_COLUMNS = (
 
 
 def _read_schema() -> str:
-    return SCHEMA_FILE.read_text(encoding="utf-8")
+    """db/schema.sql: shipped in the package as projections/schema.sql (a link
+    to it in the source tree, a copy of it in a wheel)."""
+    return resources.files("projections").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ledger.domain import UserState
-from projections.users import UsersProjection
+from projections.users import USER_COLUMNS, UsersProjection
 
 LIVE_SCHEMA = "public"
 TABLE_NAME = "users"
@@ -119,7 +119,4 @@ def create(conn: psycopg.Connection[Any], schema: str, projection: UsersProjecti
 
 # -- the API's reads ---------------------------------------------------------
 
-SELECT_USER = (
-    "SELECT id, level, renewal_period, free_credits, free_chat_messages, version, position, "
-    f"updated_at FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"
-)
+SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"

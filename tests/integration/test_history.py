@@ -7,24 +7,25 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from api.generate import old_registration
+from api.cli.generate import old_registration
 from ledger.application import Ledger
 from ledger.commands import ChangePlan, GrantChatMessages, GrantCredits, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause
 from projections.audit import audit_all
 from projections.history import state_at, timeline
+from projections.log import EventLog
 from tests.helpers import BackgroundWriter, audit, project_once, rows
 
 CAUSE = Cause("admin", "key_audit", "req_1", "grant-500")
 
 
 @pytest.fixture
-def scripted(ledger: Ledger, writer: BackgroundWriter) -> list[datetime]:
+def scripted(log: EventLog, ledger: Ledger, writer: BackgroundWriter) -> list[datetime]:
     """A user from before the credit system, then four changes a few ms apart.
     Returns the recorded time of each of the five events."""
     ledger.recorder.insert_events([old_registration("veteran", "pro", "monthly")])
-    times = [ledger.user_events("veteran")[0].event.timestamp]
+    times = [log.user_events("veteran")[0].event.timestamp]
     for command in (
         GrantCredits("veteran", 500, "loyalty"),
         SpendCredits("veteran", 7, "image"),
@@ -38,9 +39,9 @@ def scripted(ledger: Ledger, writer: BackgroundWriter) -> list[datetime]:
 
 
 def test_the_timeline_shows_the_state_after_each_event(
-    ledger: Ledger, scripted: list[datetime]
+    log: EventLog, ledger: Ledger, scripted: list[datetime]
 ) -> None:
-    steps, _ = timeline(ledger, "veteran")
+    steps, _ = timeline(log, "veteran")
     assert [type(s.recorded.event).__name__ for s in steps] == [
         "UserRegistered",
         "CreditsGranted",
@@ -55,9 +56,11 @@ def test_the_timeline_shows_the_state_after_each_event(
     assert positions == sorted(positions)
 
 
-def test_who_granted_the_credits_and_when(ledger: Ledger, scripted: list[datetime]) -> None:
+def test_who_granted_the_credits_and_when(
+    log: EventLog, ledger: Ledger, scripted: list[datetime]
+) -> None:
     grant = next(
-        s for s in timeline(ledger, "veteran")[0] if s.recorded.event.data.get("amount") == 500
+        s for s in timeline(log, "veteran")[0] if s.recorded.event.data.get("amount") == 500
     )
     assert grant.recorded.event.cause == {
         "actor_role": "admin",
@@ -69,24 +72,24 @@ def test_who_granted_the_credits_and_when(ledger: Ledger, scripted: list[datetim
 
 
 def test_the_state_at_a_time_includes_events_recorded_at_that_time(
-    ledger: Ledger, scripted: list[datetime]
+    log: EventLog, ledger: Ledger, scripted: list[datetime]
 ) -> None:
-    at_spend = state_at(ledger, "veteran", at=scripted[2])
+    at_spend = state_at(log, "veteran", at=scripted[2])
     assert at_spend is not None
     assert (at_spend.state.free_credits, at_spend.state.version) == (503, 3)
-    just_before = state_at(ledger, "veteran", at=scripted[2] - timedelta(microseconds=1))
+    just_before = state_at(log, "veteran", at=scripted[2] - timedelta(microseconds=1))
     assert just_before is not None and just_before.state.free_credits == 510
-    assert state_at(ledger, "veteran", at=scripted[0] - timedelta(seconds=1)) is None
-    latest = state_at(ledger, "veteran", at=scripted[-1] + timedelta(days=1))
+    assert state_at(log, "veteran", at=scripted[0] - timedelta(seconds=1)) is None
+    latest = state_at(log, "veteran", at=scripted[-1] + timedelta(days=1))
     assert latest is not None and latest.state.version == 5
 
 
-def test_the_state_at_a_version(ledger: Ledger, scripted: list[datetime]) -> None:
-    first = state_at(ledger, "veteran", version=1)
+def test_the_state_at_a_version(log: EventLog, ledger: Ledger, scripted: list[datetime]) -> None:
+    first = state_at(log, "veteran", version=1)
     assert first is not None
     assert (first.state.level, first.state.renewal_period) == ("pro", "monthly")
     assert (first.state.free_credits, first.state.free_chat_messages) == (10, 20)
-    fourth = state_at(ledger, "veteran", version=4)
+    fourth = state_at(log, "veteran", version=4)
     assert fourth is not None and fourth.state.level == "paid"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ledger.application import Ledger
 from ledger.db import Database
+from projections.log import EventLog
 from tests.helpers import head, ledger_process, project_once, rows
 
 
@@ -63,7 +64,7 @@ def test_a_file_with_bad_rows_imports_nothing_and_names_each(
 
 
 def test_skip_bad_imports_the_good_rows_and_reimporting_adds_nothing(
-    database: Database, ledger: Ledger, tmp_path: Path
+    log: EventLog, database: Database, ledger: Ledger, tmp_path: Path
 ) -> None:
     path = ten_thousand_rows(tmp_path / "users.csv", BAD_ROWS)
     first = run_import(database, "--skip-bad", str(path))
@@ -76,7 +77,7 @@ def test_skip_bad_imports_the_good_rows_and_reimporting_adds_nothing(
     assert "Imported 0 users; 9,995 were already there" in again.stdout
     assert head(database) == 9_995
 
-    (event,) = [r.event for r in ledger.user_events("legacy00010")]
+    (event,) = [r.event for r in log.user_events("legacy00010")]
     assert (event.level, event.renewal_period) == ("pro", "monthly")
     assert event.free_credits is None  # an empty cell is NULL
     assert event.free_chat_messages == 10
@@ -89,7 +90,7 @@ def test_skip_bad_imports_the_good_rows_and_reimporting_adds_nothing(
 
 
 def test_json_lines_and_the_ledgers_own_column_names(
-    database: Database, ledger: Ledger, tmp_path: Path
+    log: EventLog, database: Database, ledger: Ledger, tmp_path: Path
 ) -> None:
     path = tmp_path / "users.jsonl"
     path.write_text(
@@ -109,9 +110,9 @@ def test_json_lines_and_the_ledgers_own_column_names(
     )
     result = run_import(database, str(path))
     assert result.returncode == 0, result.stderr
-    assert [r.event.free_credits for r in ledger.user_events("a")] == [3]
-    assert [r.event.free_chat_messages for r in ledger.user_events("a")] == [None]
-    assert [r.event.level for r in ledger.user_events("b")] == ["free"]
+    assert [r.event.free_credits for r in log.user_events("a")] == [3]
+    assert [r.event.free_chat_messages for r in log.user_events("a")] == [None]
+    assert [r.event.level for r in log.user_events("b")] == ["free"]
 
 
 def test_bad_json_lines_are_named(database: Database, tmp_path: Path) -> None:

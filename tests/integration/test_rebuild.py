@@ -13,16 +13,18 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from api.generate import old_registration
+from api.cli.generate import old_registration
 from ledger.application import Ledger
 from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
 from ledger.db import Database
 from ledger.domain import Cause, User
 from projections import users_table
 from projections.audit import audit_all
+from projections.log import EventLog
 from projections.overview import overview
 from projections.projector import Projector
-from projections.rebuild import BackgroundRebuilds, Rebuild, RebuildError
+from projections.rebuild import Rebuild, RebuildError
+from projections.rebuilds import BackgroundRebuilds
 from projections.users import UsersProjection
 from tests.helpers import BackgroundWriter, head, ledger_process, rows, wait_caught_up, wait_until
 
@@ -53,10 +55,14 @@ def history_with_old_shapes(ledger: Ledger, writer: BackgroundWriter, users: int
 
 
 def test_old_shape_events_read_with_the_credit_defaults(
-    database: Database, ledger: Ledger, writer: BackgroundWriter, projector: Projector
+    log: EventLog,
+    database: Database,
+    ledger: Ledger,
+    writer: BackgroundWriter,
+    projector: Projector,
 ) -> None:
     ledger.recorder.insert_events([old_registration("veteran", "basic", "monthly")])
-    (recorded,) = ledger.user_events("veteran")
+    (recorded,) = log.user_events("veteran")
     assert isinstance(recorded.event, User.UserRegistered)
     assert (recorded.event.free_credits, recorded.event.free_chat_messages) == (10, 20)
     spent = writer.execute(SpendCredits("veteran", 10), CAUSE)

@@ -25,6 +25,7 @@ from ledger.errors import (
 )
 from ledger.idempotency import IdempotencyKey
 from ledger.writer import Accepted
+from projections.log import EventLog
 from tests.helpers import BackgroundWriter, wait_until
 
 CAUSE = Cause("service", "key_test", "req_test", None)
@@ -37,8 +38,8 @@ def outcome(future: Future[Accepted]) -> Accepted | LedgerError:
         return e
 
 
-def count_events(ledger: Ledger, user_id: str) -> int:
-    return len(ledger.user_events(user_id))
+def count_events(log: EventLog, user_id: str) -> int:
+    return len(log.user_events(user_id))
 
 
 def test_a_command_is_answered_with_its_event_and_the_state_after_it(
@@ -57,7 +58,7 @@ def test_a_command_is_answered_with_its_event_and_the_state_after_it(
 
 
 def test_forty_concurrent_spends_of_ten_credits_give_ten_successes(
-    ledger: Ledger, writer: BackgroundWriter
+    log: EventLog, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("hot"), CAUSE)
     start = threading.Barrier(40)
@@ -72,10 +73,12 @@ def test_forty_concurrent_spends_of_ten_credits_give_ten_successes(
     refused = [r for r in results if isinstance(r, InsufficientBalance)]
     assert (len(accepted), len(refused)) == (10, 30)
     assert sorted(a.user["free_credits"] for a in accepted) == list(range(10))
-    assert count_events(ledger, "hot") == 11
+    assert count_events(log, "hot") == 11
 
 
-def test_two_writers_on_one_database_never_overdraw(ledger: Ledger, database: Database) -> None:
+def test_two_writers_on_one_database_never_overdraw(
+    log: EventLog, ledger: Ledger, database: Database
+) -> None:
     # Two writers stand for two API processes: each has its own cache of users.
     other_ledger = Ledger.open(database)
     first, second = BackgroundWriter(ledger, database), BackgroundWriter(other_ledger, database)
@@ -93,10 +96,12 @@ def test_two_writers_on_one_database_never_overdraw(ledger: Ledger, database: Da
         other_ledger.close()
     assert sum(isinstance(r, Accepted) for r in results) == 8
     assert all(isinstance(r, Accepted | InsufficientBalance) for r in results)
-    assert count_events(ledger, "shared") == 11
+    assert count_events(log, "shared") == 11
 
 
-def test_a_refused_command_refuses_only_itself(ledger: Ledger, writer: BackgroundWriter) -> None:
+def test_a_refused_command_refuses_only_itself(
+    log: EventLog, ledger: Ledger, writer: BackgroundWriter
+) -> None:
     results = writer.execute_together(
         [
             (RegisterUser("carol"), CAUSE),
@@ -119,11 +124,11 @@ def test_a_refused_command_refuses_only_itself(ledger: Ledger, writer: Backgroun
     last = results[-1]
     assert isinstance(last, Accepted)
     assert last.user["free_credits"] == 0
-    assert [e.event.originator_version for e in ledger.user_events("carol")] == [1, 2, 3, 4]
+    assert [e.event.originator_version for e in log.user_events("carol")] == [1, 2, 3, 4]
 
 
 def test_a_repeated_idempotency_key_returns_the_first_outcome(
-    ledger: Ledger, writer: BackgroundWriter
+    log: EventLog, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("dave"), CAUSE)
     key = IdempotencyKey("key_test", "spend-1")
@@ -131,7 +136,7 @@ def test_a_repeated_idempotency_key_returns_the_first_outcome(
     again = writer.execute(SpendCredits("dave", 2), CAUSE, key)
     assert again.replayed and not first.replayed
     assert (again.event, again.user) == (first.event, first.user)
-    assert count_events(ledger, "dave") == 2
+    assert count_events(log, "dave") == 2
     with pytest.raises(IdempotencyKeyReused):
         writer.execute(SpendCredits("dave", 3), CAUSE, key)
     # Another API key's "spend-1" is another key.
@@ -140,7 +145,7 @@ def test_a_repeated_idempotency_key_returns_the_first_outcome(
 
 
 def test_a_refusal_is_remembered_under_its_idempotency_key(
-    ledger: Ledger, writer: BackgroundWriter
+    log: EventLog, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     key = IdempotencyKey("key_test", "early")
     with pytest.raises(UserNotFound):
@@ -148,11 +153,11 @@ def test_a_refusal_is_remembered_under_its_idempotency_key(
     writer.execute(RegisterUser("erin"), CAUSE)
     with pytest.raises(UserNotFound):
         writer.execute(SpendCredits("erin", 1), CAUSE, key)
-    assert count_events(ledger, "erin") == 1
+    assert count_events(log, "erin") == 1
 
 
 def test_concurrent_requests_with_one_key_record_one_event(
-    ledger: Ledger, writer: BackgroundWriter
+    log: EventLog, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("frank"), CAUSE)
     key = IdempotencyKey("key_test", "same")
@@ -167,11 +172,11 @@ def test_concurrent_requests_with_one_key_record_one_event(
     accepted = [r for r in results if isinstance(r, Accepted)]
     assert all(isinstance(r, Accepted | IdempotencyKeyInUse) for r in results)
     assert accepted and all(a.event == accepted[0].event for a in accepted)
-    assert count_events(ledger, "frank") == 2
+    assert count_events(log, "frank") == 2
 
 
 def test_commands_answered_after_stop_are_refused_not_lost(
-    ledger: Ledger, database: Database
+    log: EventLog, ledger: Ledger, database: Database
 ) -> None:
     writer = BackgroundWriter(ledger, database)
     futures = [writer.submit(RegisterUser(f"user{i}"), CAUSE) for i in range(50)]
@@ -181,11 +186,11 @@ def test_commands_answered_after_stop_are_refused_not_lost(
     writer.stop()
     assert all(isinstance(r, Accepted) for r in results)
     assert isinstance(late, LedgerError)
-    assert count_events(ledger, "late") == 0
+    assert count_events(log, "late") == 0
 
 
 def test_a_command_waits_at_most_a_few_seconds_behind_a_long_transaction(
-    ledger: Ledger, database: Database, writer: BackgroundWriter
+    log: EventLog, ledger: Ledger, database: Database, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("gina"), CAUSE)
     with database.connect() as blocker:
@@ -199,7 +204,7 @@ def test_a_command_waits_at_most_a_few_seconds_behind_a_long_transaction(
         blocker.execute("ROLLBACK")
     assert 4 < waited < 8
     assert writer.execute(SpendCredits("gina", 1), CAUSE).user["free_credits"] == 9
-    assert count_events(ledger, "gina") == 2
+    assert count_events(log, "gina") == 2
 
 
 def test_a_user_whose_history_this_release_cannot_read_fails_alone(
@@ -220,7 +225,7 @@ def test_a_user_whose_history_this_release_cannot_read_fails_alone(
 
 
 def test_a_key_stays_in_use_until_its_command_is_decided_even_if_the_caller_leaves(
-    ledger: Ledger, database: Database, writer: BackgroundWriter
+    log: EventLog, ledger: Ledger, database: Database, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("hana"), CAUSE)
     key = IdempotencyKey("key_test", "leaving")
@@ -233,8 +238,8 @@ def test_a_key_stays_in_use_until_its_command_is_decided_even_if_the_caller_leav
         with pytest.raises(IdempotencyKeyInUse):
             writer.execute(SpendCredits("hana", 1), CAUSE, key)
         blocker.execute("ROLLBACK")
-    wait_until(lambda: count_events(ledger, "hana") == 2)
+    wait_until(lambda: count_events(log, "hana") == 2)
     time.sleep(0.1)  # the batch has committed; now it releases the key
     again = writer.execute(SpendCredits("hana", 1), CAUSE, key)
     assert again.replayed
-    assert count_events(ledger, "hana") == 2
+    assert count_events(log, "hana") == 2

@@ -41,9 +41,9 @@ import pytest
 from api.embedded import start as start_embedded
 from ledger.application import Ledger
 from ledger.db import Database
-from ledger.views import event_id
 from projections import status as st
 from projections.audit import LedgerAudit, audit_all
+from projections.views import event_id
 from tests.helpers import API_KEYS, ServedLedger, head, ledger_process, rows, wait_caught_up
 
 #: Every request of this suite gives up after this long: a hang is a failure, not a wait.

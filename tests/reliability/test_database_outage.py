@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from api.bootstrap import run_projector
 from api.settings import Settings
+from api.supervisor import run_projector
 from tests.helpers import ServedLedger, head, wait_until
 from tests.reliability.conftest import (
     Load,

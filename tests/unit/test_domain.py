@@ -160,7 +160,7 @@ def test_replaying_the_events_gives_the_same_state() -> None:
 def test_event_times_never_go_backwards_within_a_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     user = registered()
     earlier = user.modified_on - timedelta(hours=1)
-    monkeypatch.setattr("ledger.domain.datetime_now_with_tzinfo", lambda: earlier)
+    monkeypatch.setattr("ledger.domain.user.datetime_now_with_tzinfo", lambda: earlier)
     SpendCredits("alice", 1).decide(user, CAUSE)
     first, second = user.collect_events()
     assert second.timestamp > first.timestamp

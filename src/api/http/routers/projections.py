@@ -9,11 +9,12 @@ import psycopg
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from api.deps import IDEMPOTENCY_KEY_DOC, AdminKeyed, ReaderAccess, RoleCheckedRoute
-from api.routers import problems
-from api.schemas import ProjectionList, ProjectionOut
+from api.http.deps import IDEMPOTENCY_KEY_DOC, AdminKeyed, ReaderAccess, RoleCheckedRoute
+from api.http.routers import problems
+from api.http.schemas import ProjectionList, ProjectionOut
 from ledger import idempotency
-from ledger.application import Ledger, translate_errors
+from ledger.application import Ledger
+from ledger.db import translate_errors
 from ledger.idempotency import IdempotencyKey
 from projections import status
 from projections.overview import overview
@@ -74,8 +75,8 @@ def _first_answer(
     stored under the lock the writer takes for each batch of commands (briefly:
     rebuild requests are rare), so that a command under the same key, and a
     retry of this request, come strictly before or after."""
-    for statement in ledger.postgres.lock_table_statements:
-        conn.execute(statement)
+    for statement in ledger.lock_statements:
+        conn.execute(statement.encode())
     rows = conn.execute(idempotency.LOOKUP, idempotency.lookup_params([key])).fetchall()
     found = idempotency.stored(rows)
     if key not in found:

@@ -8,14 +8,14 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from api.deps import AdminAccess, ReaderAccess, RoleCheckedRoute
-from api.routers import problems
-from api.routers.users import MAX_POSITION, Limit, UserIdPath
-from api.schemas import AuditOut, EventPage
-from ledger.application import translate_errors
+from api.http.deps import AdminAccess, ReaderAccess, RoleCheckedRoute
+from api.http.routers import problems
+from api.http.routers.users import MAX_POSITION, Limit, UserIdPath
+from api.http.schemas import AuditOut, EventPage
+from ledger.db import translate_errors
 from ledger.errors import UserNotFound
-from ledger.views import event_view
 from projections.audit import audit_user
+from projections.views import event_view
 
 router = APIRouter(tags=["history"], route_class=RoleCheckedRoute)
 
@@ -35,7 +35,7 @@ def all_events(
     limit: Limit = 100,
 ) -> Response:
     with translate_errors():
-        page, more = services.ledger.events_after(after, limit)
+        page, more = services.log.events_after(after, limit)
     body = {
         "items": [event_view(r.event, r.position) for r in page],
         "next": page[-1].position if more else None,

@@ -24,6 +24,7 @@ from ledger.db import Database
 from ledger.domain import Cause, check_balance, check_plan, check_user_id
 from ledger.errors import InvalidCommand, UserExists
 from ledger.writer import run_together
+from projections.views import present
 
 #: Column names as the ledger calls them, and as the seed's Drizzle schema did.
 ALIASES = {
@@ -192,7 +193,9 @@ def run(ledger: Ledger, database: Database, parsed: ParsedFile, *, skip_bad: boo
     if parsed.bad and not skip_bad:
         return report
     cause = Cause(actor_role="import", request_id=f"import_{uuid.uuid4().hex}")
-    results = run_together(ledger, database, [(command, cause) for _, command in parsed.rows])
+    results = run_together(
+        ledger, database, present, [(command, cause) for _, command in parsed.rows]
+    )
     for result in results:
         if isinstance(result, UserExists):
             report.already_there += 1

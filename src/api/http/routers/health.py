@@ -7,9 +7,9 @@ import psycopg
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from api.deps import OpenServices
-from api.metrics import CONTENT_TYPE
-from api.problems import RETRY_AFTER_SECONDS, problem
+from api.http.deps import OpenServices
+from api.http.metrics import CONTENT_TYPE
+from api.http.problems import RETRY_AFTER_SECONDS, problem
 from projections.overview import overview
 
 router = APIRouter(tags=["health"])

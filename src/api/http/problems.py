@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ledger import errors
+from ledger.db import cannot_reach
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def install(app: FastAPI) -> None:
 
     async def on_database_error(_: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", exc)
-        return ledger_problem(errors.DatabaseUnavailable("the database cannot be reached"))
+        return ledger_problem(cannot_reach(exc))
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         log.error("unexpected error", exc_info=exc)

@@ -32,6 +32,7 @@ from ledger.commands import (
 from ledger.db import Database
 from ledger.domain import DEFAULT_FREE_CHAT_MESSAGES, DEFAULT_FREE_CREDITS, Cause, User
 from ledger.writer import Accepted, CommandWriter, Result
+from projections.views import present
 
 CHUNK = 5000
 # The library sends its insert in psycopg's pipeline mode, which can stall on a
@@ -133,7 +134,9 @@ async def _generate(
             ledger.recorder.insert_events(old[start : start + OLD_SHAPE_CHUNK])
         recorded += legacy
     chunk: list[tuple[Command, Cause]] = []
-    async with CommandWriter(ledger, database, cache_size=max(users, 1), deadline=None) as writer:
+    async with CommandWriter(
+        ledger, database, present, cache_size=max(users, 1), deadline=None
+    ) as writer:
         for index, command in enumerate(commands(users, events, rng, prefix)):
             if index < legacy and isinstance(command, RegisterUser):
                 continue  # registered above, in the old shape

@@ -11,15 +11,15 @@ from pydantic import BeforeValidator, WithJsonSchema
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from api.deps import (
+from api.http.deps import (
     IDEMPOTENCY_KEY_DOC,
     AdminCommand,
     ReaderAccess,
     RoleCheckedRoute,
     ServiceCommand,
 )
-from api.routers import problems
-from api.schemas import (
+from api.http.routers import problems
+from api.http.schemas import (
     AmountRequest,
     CommandOut,
     HistoryPage,
@@ -27,7 +27,6 @@ from api.schemas import (
     RegisterRequest,
     UserOut,
 )
-from ledger.application import translate_errors
 from ledger.commands import (
     ChangePlan,
     GrantChatMessages,
@@ -36,11 +35,12 @@ from ledger.commands import (
     SpendChatMessages,
     SpendCredits,
 )
+from ledger.db import translate_errors
 from ledger.domain import USER_ID_PATTERN
 from ledger.errors import UserNotFound
-from ledger.views import event_view, parse_timestamp, timestamp, user_view
 from projections import history
 from projections.users_table import SELECT_USER
+from projections.views import event_view, parse_timestamp, timestamp, user_view
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=RoleCheckedRoute)
 
@@ -186,7 +186,7 @@ async def get_user(
         Query(ge=0, le=MAX_POSITION, description="Wait until the projection has applied this."),
     ] = None,
 ) -> Response:
-    reads = request.app.state.reads
+    reads = services.reads
     if min_position is not None and not await reads.watcher.wait_for(
         min_position, services.settings.wait_timeout_seconds
     ):
@@ -218,9 +218,9 @@ def user_events(
     items: list[dict[str, Any]] = []
     with translate_errors():
         steps, more = history.timeline(
-            services.ledger, user_id, after_version=after_version, limit=limit
+            services.log, user_id, after_version=after_version, limit=limit
         )
-        if not steps and not services.ledger.has_events(user_id):
+        if not steps and not services.log.has_events(user_id):
             raise UserNotFound(f"no user with id {user_id!r}")
     for step in steps:
         item = event_view(step.recorded.event, step.recorded.position)
@@ -252,7 +252,7 @@ def user_state(
     if at is not None and version is not None:
         raise HTTPException(422, "give at or version, not both")
     with translate_errors():
-        found = history.state_at(services.ledger, user_id, at=at, version=version)
+        found = history.state_at(services.log, user_id, at=at, version=version)
     if found is None:
         when = f" at {timestamp(at)}" if at is not None else ""
         raise UserNotFound(f"no user with id {user_id!r}{when}")

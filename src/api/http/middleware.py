@@ -8,8 +8,8 @@ import os
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import Keyring
-from api.problems import MEDIA_TYPE, problem_bytes
+from api.http.problems import MEDIA_TYPE, problem_bytes
+from api.keys import Keyring
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_KEY = "ledger.request_id"

@@ -22,10 +22,10 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from api.auth import Principal, Role
 from api.bootstrap import Services
-from api.middleware import PRINCIPAL_KEY, REQUEST_ID_KEY
-from api.problems import http_problem
+from api.http.middleware import PRINCIPAL_KEY, REQUEST_ID_KEY
+from api.http.problems import http_problem
+from api.keys import Principal, Role
 from ledger.commands import Command
 from ledger.domain import Cause
 from ledger.errors import LedgerError

@@ -1,4 +1,7 @@
-"""The shapes the outside world sees of events and users, as plain JSON-ready dicts."""
+"""The shapes the outside world sees of events and users, as plain JSON-ready
+dicts, and the one way times are written and read (RFC 3339). The API answers
+with them, the CLI prints them, the audit compares them, and the writer stores
+a command's answer in them (`present`), as it was first shown."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.domain import EVENT_TYPES, User, UserState
+from ledger.domain import EVENT_TYPES, UserEvent, UserState
+from projections.users import USER_COLUMNS
 
 _EVENT_IDS = uuid.UUID("5d1c0f8e-3b0a-4c55-9a8e-1f3f4c2b7a10").bytes
 
@@ -64,7 +68,7 @@ def _offset(text: str) -> str:
     return "+00:00" if text in ("Z", "z") else text
 
 
-def event_view(event: User.Event, position: int) -> dict[str, Any]:
+def event_view(event: UserEvent, position: int) -> dict[str, Any]:
     cause = event.cause or {}
     return {
         "id": event_id(event.originator_id, event.originator_version),
@@ -84,13 +88,19 @@ def event_view(event: User.Event, position: int) -> dict[str, Any]:
 
 
 def user_view(state: UserState, position: int) -> dict[str, Any]:
+    """A User: the users table's columns, in its order."""
     return {
-        "id": state.id,
-        "level": state.level,
-        "renewal_period": state.renewal_period,
-        "free_credits": state.free_credits,
-        "free_chat_messages": state.free_chat_messages,
-        "version": state.version,
-        "position": position,
-        "updated_at": timestamp(state.updated_at),
+        name: position
+        if name == "position"
+        else timestamp(state.updated_at)
+        if name == "updated_at"
+        else getattr(state, name)
+        for name in USER_COLUMNS
     }
+
+
+def present(
+    event: UserEvent, state: UserState, position: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A command's answer: its event, and its user right after it."""
+    return event_view(event, position), user_view(state, position)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.schemas import Problem
+from api.http.schemas import Problem
 
 _DESCRIPTIONS = {
     401: "Missing or unknown API key (`unauthorized`).",

@@ -13,11 +13,13 @@ A batch runs like this, in one transaction:
    snapshot), plus any events other processes appended since (read under the
    lock, so nothing can slip in);
 4. decide each command in arrival order against the state left by the ones
-   before it; a refused command refuses only itself;
+   before it, a refused command refusing only itself (ledger.writer.batch,
+   pure);
 5. insert all new events into the library's events table, encoded by its mapper
    (the same insert as the library's, with one array per column: see
-   _INSERT_EVENTS), the outcomes of the batch's idempotency keys, and the
-   snapshots that are due;
+   ledger.events_table.INSERT), then the rows written alongside them
+   (ledger.writer.alongside: the outcomes of the batch's idempotency keys, the
+   snapshots that are due);
 6. commit. Only then is any caller answered.
 
 Because decisions are made under the lock, two processes can never both spend
@@ -35,54 +37,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from ledger import idempotency, snapshots
-from ledger.application import BUSY, EVENTS_TABLE, Ledger
+from ledger import events_table, idempotency, snapshots
+from ledger.application import Ledger
 from ledger.commands import Command
-from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, LOCK_TIMEOUT, Database
-from ledger.domain import Cause, User, UserState
-from ledger.errors import (
-    DOMAIN_REFUSALS,
-    REFUSALS_BY_CODE,
-    DatabaseUnavailable,
-    HistoryUnreadable,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    LedgerError,
+from ledger.db import (
+    IDLE_IN_TRANSACTION_TIMEOUT,
+    LOCK_TIMEOUT,
+    Database,
+    cannot_reach,
+    unavailable,
 )
+from ledger.domain import Cause, User
+from ledger.errors import DatabaseUnavailable, HistoryUnreadable, IdempotencyKeyInUse, LedgerError
 from ledger.idempotency import IdempotencyKey
-from ledger.views import event_view, user_view
+from ledger.writer.alongside import DEFAULT_PARTS, Part, Written
+from ledger.writer.batch import Accepted, Decisions, Pending, Present, Result
+from ledger.writer.cache import UserCache
 
 log = logging.getLogger(__name__)
-
-# LATERAL makes PostgreSQL look each user up in the primary key; a plain join
-# lets a generic (prepared) plan scan the whole table instead.
-_LOAD_NEWER_EVENTS = f"""
-SELECT e.originator_id, e.originator_version, e.topic, e.state
-FROM unnest(%b::text[], %b::bigint[]) AS known(id, version)
-CROSS JOIN LATERAL (
-    SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}
-    WHERE originator_id = known.id AND originator_version > known.version
-    ORDER BY originator_version
-) AS e
-"""
-
-# The library's insert statement passes events as an array of its composite type,
-# which psycopg can only send as escaped text: a third of a batch's time. This is
-# the same insert, into the same columns, with one array per column instead.
-_INSERT_EVENTS = (
-    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
-    "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
-    "RETURNING notification_id"
-)
 
 #: Seconds a batch may take, its wait for the lock included. (When it runs out,
 #: psycopg tries to cancel the query on the server, for up to 10 s more.)
@@ -90,125 +69,6 @@ BATCH_DEADLINE = LOCK_TIMEOUT + 3.0
 
 #: After failing to connect, answer "unavailable" at once for this long.
 RECONNECT_BACKOFF = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A command's event, and its user's state right after it."""
-
-    event: dict[str, Any]
-    user: dict[str, Any]
-    replayed: bool = False  # the stored outcome of an earlier request with the same key
-
-    def as_outcome(self) -> dict[str, Any]:
-        return {"accepted": {"event": self.event, "user": self.user}}
-
-
-#: A command's outcome: its event, or why not (a LedgerError, or an unexpected
-#: error, which only that command's caller hears of).
-Result = Accepted | Exception
-
-
-@dataclass(slots=True)
-class _Pending:
-    command: Command
-    cause: Cause
-    key: IdempotencyKey | None
-    future: asyncio.Future[Accepted] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    #: How a reused key is recognised; worked out here, before the table lock.
-    fingerprint: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.fingerprint = self.command.fingerprint() if self.key is not None else ""
-
-
-class _UserCache:
-    """Recently used users, least recently used evicted first. Only a shortcut:
-    every batch reads what other processes appended since."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._users: OrderedDict[str, User] = OrderedDict()
-
-    def get(self, user_id: str) -> User | None:
-        user = self._users.get(user_id)
-        if user is not None:
-            self._users.move_to_end(user_id)
-        return user
-
-    def put(self, user: User) -> None:
-        self._users[user.id] = user
-        self._users.move_to_end(user.id)
-        while len(self._users) > self._size:
-            self._users.popitem(last=False)
-
-    def evict(self, user_ids: Iterable[str]) -> None:
-        for user_id in user_ids:
-            self._users.pop(user_id, None)
-
-
-class _Decisions:
-    """One batch's decisions, made in arrival order against the loaded users.
-    Whatever goes wrong with one command (a refusal, a user whose history this
-    release cannot read, a bug) is that command's result alone."""
-
-    def __init__(
-        self,
-        batch: Sequence[_Pending],
-        users: dict[str, User | None],
-        unreadable: dict[str, HistoryUnreadable],
-        stored: dict[IdempotencyKey, idempotency.StoredOutcome],
-    ) -> None:
-        self.batch = batch
-        self.users = users
-        self.unreadable = unreadable
-        self.results: list[Result | None] = [None] * len(batch)
-        self.new_events: list[tuple[int, User.Event, UserState]] = []
-        self.records: list[tuple[IdempotencyKey, str, dict[str, Any]]] = []
-        for index, pending in enumerate(batch):
-            self._decide(index, pending, stored)
-
-    def _decide(
-        self,
-        index: int,
-        pending: _Pending,
-        stored: dict[IdempotencyKey, idempotency.StoredOutcome],
-    ) -> None:
-        command, key, fingerprint = pending.command, pending.key, pending.fingerprint
-        # (A batch never holds a key twice: see CommandWriter.submit.)
-        if key is not None and key in stored:
-            self.results[index] = _replay(stored[key], fingerprint)
-            return
-        if command.user_id in self.unreadable:
-            self.results[index] = HistoryUnreadable(self.unreadable[command.user_id].detail)
-            return
-        try:
-            user = command.decide(self.users.get(command.user_id), pending.cause)
-        except LedgerError as refusal:
-            self.results[index] = refusal
-            if key is not None and isinstance(refusal, DOMAIN_REFUSALS):
-                outcome = {"refused": {"code": refusal.code, "detail": refusal.detail}}
-                self.records.append((key, fingerprint, outcome))
-            return
-        except Exception as error:
-            log.exception("deciding %r failed", command)
-            self.results[index] = error
-            return
-        self.users[command.user_id] = user
-        (event,) = cast(list[User.Event], user.collect_events())
-        self.new_events.append((index, event, user.state))
-
-    def accept(self, positions: Sequence[int]) -> list[Result]:
-        """Complete the results with the positions the new events were given."""
-        for (index, event, state), position in zip(self.new_events, positions, strict=True):
-            accepted = Accepted(event_view(event, position), user_view(state, position))
-            self.results[index] = accepted
-            pending = self.batch[index]
-            if pending.key is not None:
-                self.records.append((pending.key, pending.fingerprint, accepted.as_outcome()))
-        return [r for r in self.results if r is not None]
 
 
 @dataclass(slots=True)
@@ -223,7 +83,9 @@ class CommandWriter:
         self,
         ledger: Ledger,
         database: Database,
+        present: Present,
         *,
+        alongside: Sequence[Part] = DEFAULT_PARTS,
         max_batch: int = 500,
         window: float = 0.0005,
         cache_size: int = 50_000,
@@ -233,27 +95,24 @@ class CommandWriter:
         """`deadline`: seconds a batch may take before its callers are told the
         database is unavailable (it waits for the lock, then for PostgreSQL).
         None for a script's one large transaction (an import), which also
-        lifts PostgreSQL's limit on its session idling inside a transaction."""
+        lifts PostgreSQL's limit on its session idling inside a transaction.
+        `present` shows an accepted command as its answer; `alongside` are the
+        rows written in each batch's transaction after its events."""
         self.ledger = ledger
+        self.present = present
+        self.alongside = tuple(alongside)
         self.deadline = deadline
         self.database = database
         self.max_batch = max_batch
         self.window = window
-        self._cache = _UserCache(cache_size)
+        self._cache = UserCache(cache_size)
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
         self._in_flight: set[IdempotencyKey] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        recorder = ledger.postgres
         # The library's lock and notify statements, rendered once, after a BEGIN.
-        notify = sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name))
-        self._begin = "; ".join(
-            [
-                "BEGIN",
-                *(_render(statement) for statement in recorder.lock_table_statements),
-                notify.as_string(),
-            ]
-        )
+        notify = sql.SQL("NOTIFY {}").format(sql.Identifier(events_table.CHANNEL))
+        self._begin = "; ".join(["BEGIN", *ledger.lock_statements, notify.as_string()])
         self._unavailable_until = 0.0
         self._saving = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -286,7 +145,7 @@ class CommandWriter:
         self, command: Command, cause: Cause, key: IdempotencyKey | None = None
     ) -> asyncio.Future[Accepted]:
         """Queue a command; the future resolves once its batch has committed."""
-        pending = _Pending(command, cause, key)
+        pending = Pending(command, cause, key)
         if self._closed:
             pending.future.set_exception(DatabaseUnavailable("the ledger is shutting down"))
             return pending.future
@@ -305,7 +164,7 @@ class CommandWriter:
     async def execute_together(self, commands: Sequence[tuple[Command, Cause]]) -> list[Result]:
         """Decide and commit all `commands` in one transaction: all of their
         events are recorded, or none (an import, a script)."""
-        batch = [_Pending(command, cause, None) for command, cause in commands]
+        batch = [Pending(command, cause, None) for command, cause in commands]
         return await self._save(batch)
 
     # -- the batching loop ----------------------------------------------------
@@ -327,7 +186,7 @@ class CommandWriter:
             if stop:
                 return
 
-    def _drain(self, batch: list[_Pending]) -> bool:
+    def _drain(self, batch: list[Pending]) -> bool:
         """Add whatever is queued. Returns True if a stop was requested."""
         while len(batch) < self.max_batch:
             try:
@@ -339,7 +198,7 @@ class CommandWriter:
             batch.append(item)
         return False
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[Pending]) -> None:
         started = time.perf_counter()
         try:
             results = await self._save(batch)
@@ -365,7 +224,7 @@ class CommandWriter:
 
     # -- one transaction ------------------------------------------------------
 
-    async def _save(self, batch: Sequence[_Pending]) -> list[Result]:
+    async def _save(self, batch: Sequence[Pending]) -> list[Result]:
         async with self._saving:
             for attempt in (1, 2):
                 conn = await self._connection()
@@ -383,24 +242,25 @@ class CommandWriter:
                         raise DatabaseUnavailable(
                             f"the database did not answer within {self.deadline:.0f} s"
                         ) from e
-                    if isinstance(e, psycopg.errors.LockNotAvailable):
-                        raise DatabaseUnavailable(BUSY) from e
-                    if not isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                    translated = unavailable(e)
+                    if translated is None:
                         raise
+                    if isinstance(e, psycopg.errors.LockNotAvailable):
+                        raise translated from e
                     await self._disconnect()
                     # A connection that died before COMMIT was sent (PostgreSQL
                     # restarted, say) wrote nothing: try once more on a new one.
                     # After COMMIT was sent the outcome is unknown; the caller is
                     # told so, and can retry with its idempotency key.
                     if attempt == 2 or committing.sent:
-                        raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
+                        raise translated from e
                     log.info("retrying a batch on a new connection: %s", e)
             raise AssertionError("unreachable")
 
     async def _transaction(
         self,
         conn: psycopg.AsyncConnection[Any],
-        batch: Sequence[_Pending],
+        batch: Sequence[Pending],
         committing: _Committing,
     ) -> list[Result]:
         keys = [p.key for p in batch if p.key is not None]
@@ -427,30 +287,20 @@ class CommandWriter:
                     if state is not None:
                         users[state.id] = User.from_state(state)
             versions = [u.version if u is not None else 0 for u in users.values()]
-            cursor = await conn.execute(_LOAD_NEWER_EVENTS, (user_ids, versions))
+            cursor = await conn.execute(events_table.NEWER_THAN, (user_ids, versions))
             unreadable = self._fast_forward(users, await cursor.fetchall())
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
 
-            decisions = _Decisions(batch, users, unreadable, stored)
+            decisions = Decisions(batch, users, unreadable, stored)
 
             positions: list[int] = []
             if decisions.new_events:
-                cursor = await conn.execute(_INSERT_EVENTS, self._columns(decisions.new_events))
+                cursor = await conn.execute(events_table.INSERT, self._columns(decisions))
                 positions = [int(row[0]) for row in await cursor.fetchall()]
-            results = decisions.accept(positions)
-            if decisions.records:
-                await conn.execute(idempotency.STORE, idempotency.store_params(decisions.records))
-            last_position = {
-                event.originator_id: position
-                for (_, event, _), position in zip(decisions.new_events, positions, strict=True)
-            }
-            due = [
-                snapshots.Snapshot(user.state, last_position[uid])
-                for uid, user in users.items()
-                if user is not None and snapshots.crossed(before[uid], user.version)
-            ]
-            if due:
-                await conn.execute(snapshots.STORE, snapshots.store_params(due))
+            results = decisions.accept(positions, self.present)
+            written = Written(decisions.new_events, positions, before, users, decisions.records)
+            for part in self.alongside:
+                await part.write(conn, written)
             committing.sent = True
             await conn.execute("COMMIT")
         except BaseException:
@@ -474,7 +324,7 @@ class CommandWriter:
             if user_id in unreadable:
                 continue
             try:
-                event = self.ledger.decode(StoredEvent(user_id, version, topic, bytes(state)))
+                event = self.ledger.decode_row(user_id, version, topic, state)
                 users[user_id] = cast(User | None, event.mutate(users[user_id]))
             except HistoryUnreadable as e:
                 unreadable[user_id] = e
@@ -486,10 +336,8 @@ class CommandWriter:
             users[user_id] = None  # never cached, never decided on
         return unreadable
 
-    def _columns(
-        self, new_events: list[tuple[int, User.Event, UserState]]
-    ) -> tuple[list[str], list[int], list[str], list[bytes]]:
-        stored = [self.ledger.mapper.to_stored_event(event) for _, event, _ in new_events]
+    def _columns(self, decisions: Decisions) -> tuple[list[str], list[int], list[str], list[bytes]]:
+        stored = [self.ledger.mapper.to_stored_event(new.event) for new in decisions.new_events]
         return (
             [str(s.originator_id) for s in stored],
             [s.originator_version for s in stored],
@@ -510,12 +358,10 @@ class CommandWriter:
                 if self.deadline is not None
                 else []
             )
-            conn = await psycopg.AsyncConnection.connect(
-                self.database.conninfo(*settings), autocommit=True
-            )
+            conn = await self.database.connect_async(*settings)
         except psycopg.Error as e:
             self._unavailable_until = time.monotonic() + RECONNECT_BACKOFF
-            raise DatabaseUnavailable(f"the database cannot be reached: {e}") from e
+            raise cannot_reach(e) from e
         self._conn = conn
         return conn
 
@@ -526,32 +372,18 @@ class CommandWriter:
                 await conn.close()
 
 
-def _render(statement: object) -> str:
-    if isinstance(statement, sql.Composable):
-        return statement.as_string()
-    if isinstance(statement, bytes):
-        return statement.decode()
-    return str(statement)
-
-
-def _replay(stored: idempotency.StoredOutcome, fingerprint: str) -> Result:
-    try:
-        outcome = idempotency.first_outcome(stored, fingerprint)
-    except IdempotencyKeyReused as e:
-        return e
-    if "accepted" in outcome:
-        return Accepted(outcome["accepted"]["event"], outcome["accepted"]["user"], replayed=True)
-    refused = outcome["refused"]
-    return REFUSALS_BY_CODE[refused["code"]](refused["detail"], replayed=True)
-
-
 def run_together(
-    ledger: Ledger, database: Database, commands: Sequence[tuple[Command, Cause]]
+    ledger: Ledger,
+    database: Database,
+    present: Present,
+    commands: Sequence[tuple[Command, Cause]],
 ) -> list[Result]:
     """For scripts: decide and commit `commands` in one transaction."""
 
     async def main() -> list[Result]:
-        writer = CommandWriter(ledger, database, cache_size=len(commands) + 1, deadline=None)
+        writer = CommandWriter(
+            ledger, database, present, cache_size=len(commands) + 1, deadline=None
+        )
         try:
             return await writer.execute_together(commands)
         finally:

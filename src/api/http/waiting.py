@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psycopg
 from psycopg.rows import DictRow
 
 from ledger.db import Database
@@ -75,9 +74,7 @@ class PositionWatcher:
     async def _listen(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database.conninfo(), autocommit=True
-                ) as conn:
+                async with await self.database.connect_async() as conn:
                     await conn.execute(f"LISTEN {st.POSITION_CHANNEL}")
                     await self._refresh()
                     async for notify in conn.notifies():

@@ -1,0 +1,76 @@
+"""What is written in the same transaction as a batch's events, after them.
+
+Each part gets what the batch wrote (its events, their positions, its users
+before and after, its idempotency outcomes) and adds rows of its own, so that
+they commit or roll back with the events: never one without the other. This is
+the one hook for persistence beside the events (in the spirit of the
+eventsourcing library's `_insert_events(**kwargs)`); a new kind of row is one
+more part in `DEFAULT_PARTS`, not a branch in the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+
+from ledger import idempotency, snapshots
+from ledger.domain import User
+from ledger.idempotency import IdempotencyKey
+from ledger.writer.batch import NewEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A batch, as written so far in its transaction."""
+
+    new_events: Sequence[NewEvent]
+    positions: Sequence[int]
+    #: Each of the batch's users' version before it (0 for none).
+    versions_before: dict[str, int]
+    #: Each of the batch's users after it (None: none, or unreadable).
+    users: dict[str, User | None]
+    #: (key, fingerprint, outcome) of the idempotency keys it decided.
+    outcomes: Sequence[tuple[IdempotencyKey, str, dict[str, Any]]]
+
+    def last_positions(self) -> dict[str, int]:
+        """The position of each user's last new event."""
+        return {
+            new.event.originator_id: position
+            for new, position in zip(self.new_events, self.positions, strict=True)
+        }
+
+
+class Part(Protocol):
+    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+        """Add this part's rows for `written`, in the batch's transaction."""
+
+
+class IdempotencyOutcomes:
+    """The first outcome of each key (see ledger.idempotency)."""
+
+    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+        if written.outcomes:
+            await conn.execute(idempotency.STORE, idempotency.store_params(written.outcomes))
+
+
+class Snapshots:
+    """A snapshot of each user whose stream passed a multiple of
+    snapshots.EVERY events (see ledger.snapshots)."""
+
+    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+        last = written.last_positions()
+        due = [
+            snapshots.Snapshot(user.state, last[user_id])
+            for user_id, user in written.users.items()
+            if user is not None
+            and user_id in last
+            and snapshots.crossed(written.versions_before[user_id], user.version)
+        ]
+        if due:
+            await conn.execute(snapshots.STORE, snapshots.store_params(due))
+
+
+DEFAULT_PARTS: tuple[Part, ...] = (IdempotencyOutcomes(), Snapshots())
