@@ -84,7 +84,8 @@ def eventsourcing_app(database: Database, key: str) -> FastAPI:
     from ledger.domain import Balance, Cause, User
     from ledger.errors import InsufficientBalance
 
-    ledger = Ledger.open(database)
+    # The library's own pool, sized as a sync app on a thread pool needs it.
+    ledger = Ledger.open(database, pool_size=2, max_overflow=8)
     authorized = Depends(_key_check(key))
 
     @asynccontextmanager

@@ -17,6 +17,7 @@ from bench.baselines import CRUD_SCHEMA
 from bench.databases import Server, scalar
 from bench.processes import API_KEY, Served, baseline_server, ledger_server, serving
 from bench.wrk import Load
+from ledger import events_table
 from ledger.application import Ledger
 from ledger.commands import Command, GrantCredits, RegisterUser
 from ledger.db import Database
@@ -93,7 +94,7 @@ def wait_projected(database: Database, timeout: float = 60.0) -> None:
 
     deadline = time.monotonic() + timeout
     with database.connect() as conn:
-        target = st.head(conn)
+        target = events_table.head(conn)
         while st.read_position(conn, "users", lock=False) < target:
             if time.monotonic() > deadline:
                 raise RuntimeError("the projector did not catch up with the set-up events")

@@ -63,11 +63,11 @@ class Ledger(Application[str]):
         return factory
 
     @classmethod
-    def open(cls, database: Database) -> Ledger:
-        """The application on `database`. Its own pool serves the library's few
-        statements (DDL, and old-shape inserts of `ledger generate`): one
-        connection, opened when first used."""
-        return cls(env=database.library_env(pool_size=1, max_overflow=1))
+    def open(cls, database: Database, *, pool_size: int = 1, max_overflow: int = 1) -> Ledger:
+        """The application on `database`. Its own pool serves the library's
+        few statements here (DDL, and old-shape inserts of `ledger generate`):
+        by default one connection, opened when first used."""
+        return cls(env=database.library_env(pool_size=pool_size, max_overflow=max_overflow))
 
     @property
     def postgres(self) -> PostgresApplicationRecorder:
