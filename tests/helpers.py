@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ledger import events_table
 from ledger.application import Ledger
-from ledger.commands import Command
 from ledger.db import Database
-from ledger.domain import Cause
-from ledger.idempotency import IdempotencyKey
-from ledger.writer import Accepted, CommandWriter, Result
+from ledger.writer.threaded import ThreadedWriter
 from projections import status as st
 from projections.audit import UserAudit, audit_user
 from projections.projector import Projector
@@ -114,41 +109,11 @@ def record_unreadable_event(
     )
 
 
-class BackgroundWriter:
-    """A CommandWriter on an event loop of its own, for synchronous tests: many
-    threads may submit at once, as many requests would."""
+class BackgroundWriter(ThreadedWriter):
+    """The ledger's threaded writer, showing answers as the API does."""
 
     def __init__(self, ledger: Ledger, database: Database, **options: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.writer = CommandWriter(ledger, database, present, **options)
-        self._call(self.writer.start())
-
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
-
-    def submit(
-        self, command: Command, cause: Cause, key: IdempotencyKey | None = None
-    ) -> concurrent.futures.Future[Accepted]:
-        async def execute() -> Accepted:
-            return await self.writer.submit(command, cause, key)
-
-        return asyncio.run_coroutine_threadsafe(execute(), self.loop)
-
-    def execute(
-        self, command: Command, cause: Cause, key: IdempotencyKey | None = None
-    ) -> Accepted:
-        return self.submit(command, cause, key).result(60)
-
-    def execute_together(self, commands: Sequence[tuple[Command, Cause]]) -> list[Result]:
-        return self._call(self.writer.execute_together(commands))
-
-    def stop(self) -> None:
-        self._call(self.writer.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+        super().__init__(ledger, database, present, **options)
 
 
 API_KEYS = {"admin": "test-admin-key", "service": "test-service-key", "reader": "test-reader-key"}
@@ -226,3 +191,28 @@ class ServedLedger:
 def audit(database: Database, ledger: Ledger, user_id: str) -> UserAudit | None:
     with database.connect() as conn:
         return audit_user(conn, ledger, user_id)
+
+
+class MovableClock:
+    """A clock that tests move: the system's, plus an offset. In-process it is
+    called; for a served ledger, the offset is written to the file given as
+    LEDGER_CLOCK_OFFSET_FILE, which every process of that ledger reads."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.offset = 0.0
+        self._write()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def advance(self, seconds: float) -> datetime:
+        self.offset += seconds
+        self._write()
+        return self()
+
+    def _write(self) -> None:
+        if self.path is not None:  # at once: a reader never sees half a number
+            draft = self.path.with_suffix(".draft")
+            draft.write_text(f"{self.offset}\n")
+            os.replace(draft, self.path)

@@ -20,6 +20,7 @@ from api.http.reads import Reads
 from api.keys import Keyring, Role, generated_admin_key
 from api.settings import Settings
 from ledger.application import Ledger
+from ledger.clock import Clock, clock_from
 from ledger.db import Database, Table, advisory_lock, missing
 from ledger.writer import CommandWriter
 from projections.log import EventLog
@@ -119,6 +120,8 @@ class Services:
     log: EventLog
     #: The point reads on the event loop, and read-your-writes.
     reads: Reads
+    #: What tells the time: the writer's, and every read that shows expiry as of now.
+    clock: Clock
 
     async def start(self) -> None:
         self.pool.open(wait=False)
@@ -138,10 +141,12 @@ def build_services(
     projection = projection or UsersProjection()
     ledger = Ledger.open(database)
     metrics = Metrics()
+    clock = clock_from(settings.clock_offset_file)
     writer = CommandWriter(
         ledger,
         database,
         present,
+        clock=clock,
         max_batch=settings.group_commit_max_batch,
         window=settings.group_commit_window_ms / 1000,
         cache_size=settings.cache_size,
@@ -161,6 +166,7 @@ def build_services(
         pool,
         EventLog(ledger, pool),
         reads,
+        clock,
     )
 
 

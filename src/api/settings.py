@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(None, description="role:key,role:key (admin, service, reader).")
     projector: bool = Field(True, description="Run a projector process with `ledger serve`.")
     log_level: str = "info"
+    clock_offset_file: Path | None = Field(
+        None,
+        description="A file holding seconds to move the ledger's clock by (tests and "
+        "rehearsals only; never in production).",
+    )
 
     group_commit_window_ms: float = Field(
         0.5, ge=0, le=10, description="How long a busy writer waits to fill a batch."

@@ -16,7 +16,9 @@ from eventsourcing.persistence import PersistenceError
 
 from api.settings import Settings
 from ledger.application import Ledger
+from ledger.clock import clock_from
 from ledger.db import Database
+from projections.expiry import ExpiryWorker
 from projections.projector import Projector
 from projections.rebuilds import BackgroundRebuilds
 
@@ -24,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def run_projector(database: Database, settings: Settings, stop: threading.Event) -> None:
-    """Lead (or stand by as) the users projector, and run the rebuilds it is
-    asked for, until `stop` is set. Waits for PostgreSQL if it is away."""
+    """Lead (or stand by as) the users projector and the expiry worker, and run
+    the rebuilds the projector is asked for, until `stop` is set. Waits for
+    PostgreSQL if it is away."""
     while True:
         try:
             ledger = Ledger.open(database)
@@ -38,10 +41,13 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
     projector = Projector(
         database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request
     )
+    expiry = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
     projector.start()
+    expiry.start()
     try:
         stop.wait()
     finally:
+        expiry.stop()
         projector.stop()
         rebuilds.join(timeout=5)
         ledger.close()

@@ -21,25 +21,30 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import Environment, get_topic
 from psycopg.rows import dict_row
 
-from ledger import events_table, idempotency, snapshots
+from ledger import events_table, holds_table, idempotency, snapshots
 from ledger.db import POOL_RECONNECT_TIMEOUT, Database, Table
 from ledger.domain import UserEvent, UserState
 from ledger.errors import HistoryUnreadable
+
+#: The fields of events that are times, kept as RFC 3339 text.
+TIME_FIELDS = ("timestamp", "expires_at", "expired_at", "anchor", "period_start", "period_end")
 
 
 class JsonTranscoder(Transcoder):
     """Events as plain JSON, readable with `convert_from(state, 'UTF8')::jsonb`.
 
-    An event's only non-JSON value is its `timestamp`, kept as RFC 3339 text."""
+    An event's only non-JSON values are its times (TIME_FIELDS), kept as RFC
+    3339 text."""
 
     def encode(self, obj: Any) -> bytes:
         return orjson.dumps(obj)
 
     def decode(self, data: bytes) -> Any:
         state = orjson.loads(data)
-        timestamp = state.get("timestamp")
-        if isinstance(timestamp, str):
-            state["timestamp"] = datetime.fromisoformat(timestamp)
+        for name in TIME_FIELDS:
+            value = state.get(name)
+            if isinstance(value, str):
+                state[name] = datetime.fromisoformat(value)
         return state
 
 
@@ -80,7 +85,7 @@ class Ledger(Application[str]):
     def tables(self) -> list[Table]:
         """Every table of the write side, in the order they are created."""
         events = Table(events_table.TABLE, lambda _: self.postgres.create_table())
-        return [events, idempotency.DEFINITION, snapshots.DEFINITION]
+        return [events, idempotency.DEFINITION, snapshots.DEFINITION, holds_table.DEFINITION]
 
     @property
     def lock_statements(self) -> list[str]:

@@ -2,40 +2,77 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 from ledger import idempotency
-from ledger.domain import Balance, Cause, User
-from ledger.errors import UserExists, UserNotFound
+from ledger.domain import (
+    DEFAULT_PRIORITY,
+    DEFAULT_TTL_SECONDS,
+    Balance,
+    Cause,
+    Hold,
+    User,
+)
+from ledger.errors import NothingDue, UserExists, UserNotFound
+
+
+def _no_hold(user_id: str, hold_id: str) -> Hold | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a command is decided with: who asked, the writer's clock for the
+    batch, and how a hold that has left the user's state was last recorded."""
+
+    cause: Cause
+    now: datetime
+    recorded_hold: Callable[[str, str], Hold | None] = _no_hold
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     user_id: str
 
-    def decide(self, user: User | None, cause: Cause) -> User:
-        """Record this command's event on `user` (created if need be), or raise a
-        LedgerError and record nothing."""
+    def decide(self, user: User | None, context: Context) -> User:
+        """Record this command's events on `user` (created if need be): first
+        what time has brought, then its own, the last. Or raise a LedgerError."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """Equal for equal commands: how a reused idempotency key is recognised."""
-        return idempotency.fingerprint(type(self).__name__, asdict(self))
+        """Equal for equal commands: how a reused idempotency key is recognised.
+        Fields at their defaults are left out, so that a field added by a later
+        release leaves the fingerprints of earlier requests as they were."""
+        fields = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.default is dataclasses.MISSING or getattr(self, f.name) != f.default
+        }
+        return idempotency.fingerprint(type(self).__name__, fields)
+
+    @property
+    def existing_hold(self) -> str | None:
+        """The id of the existing hold the command acts on, if any."""
+        return None
 
 
-def _existing(user: User | None, user_id: str) -> User:
+def _existing(user: User | None, user_id: str, now: datetime) -> User:
     if user is None:
         raise UserNotFound(f"no user with id {user_id!r}")
+    user.catch_up(now)
     return user
 
 
 @dataclass(frozen=True, slots=True)
 class RegisterUser(Command):
-    def decide(self, user: User | None, cause: Cause) -> User:
+    def decide(self, user: User | None, context: Context) -> User:
         if user is not None:
             raise UserExists(f"a user with id {self.user_id!r} exists already")
-        return User.register(self.user_id, cause)
+        return User.register(self.user_id, context.cause, context.now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +82,7 @@ class ImportUser(Command):
     free_credits: int | None
     free_chat_messages: int | None
 
-    def decide(self, user: User | None, cause: Cause) -> User:
+    def decide(self, user: User | None, context: Context) -> User:
         if user is not None:
             raise UserExists(f"a user with id {self.user_id!r} exists already")
         return User.import_(
@@ -54,7 +91,8 @@ class ImportUser(Command):
             self.renewal_period,
             self.free_credits,
             self.free_chat_messages,
-            cause,
+            context.cause,
+            context.now,
         )
 
 
@@ -68,17 +106,28 @@ class _BalanceCommand(Command):
 
 @dataclass(frozen=True, slots=True)
 class _Grant(_BalanceCommand):
-    def decide(self, user: User | None, cause: Cause) -> User:
-        user = _existing(user, self.user_id)
-        user.grant(self.balance, self.amount, self.reason, cause)
+    priority: int = DEFAULT_PRIORITY
+    expires_at: datetime | None = None
+
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.grant(
+            self.balance,
+            self.amount,
+            self.reason,
+            context.cause,
+            context.now,
+            priority=self.priority,
+            expires_at=self.expires_at,
+        )
         return user
 
 
 @dataclass(frozen=True, slots=True)
 class _Spend(_BalanceCommand):
-    def decide(self, user: User | None, cause: Cause) -> User:
-        user = _existing(user, self.user_id)
-        user.spend(self.balance, self.amount, self.reason, cause)
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.spend(self.balance, self.amount, self.reason, context.cause, context.now)
         return user
 
 
@@ -102,12 +151,123 @@ class SpendChatMessages(_Spend):
     balance = Balance.CHAT_MESSAGES
 
 
+GRANTS: dict[Balance, type[_Grant]] = {
+    Balance.CREDITS: GrantCredits,
+    Balance.CHAT_MESSAGES: GrantChatMessages,
+}
+SPENDS: dict[Balance, type[_Spend]] = {
+    Balance.CREDITS: SpendCredits,
+    Balance.CHAT_MESSAGES: SpendChatMessages,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ChangePlan(Command):
     level: str
     renewal_period: str | None
 
-    def decide(self, user: User | None, cause: Cause) -> User:
-        user = _existing(user, self.user_id)
-        user.change_plan(self.level, self.renewal_period, cause)
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.change_plan(self.level, self.renewal_period, context.cause, context.now)
+        return user
+
+
+# -- holds -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceHold(Command):
+    balance: Balance
+    amount: int
+    hold_id: str
+    reason: str | None = None
+    ttl_seconds: int = DEFAULT_TTL_SECONDS
+
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.place_hold(
+            self.balance,
+            self.amount,
+            self.reason,
+            self.ttl_seconds,
+            self.hold_id,
+            context.cause,
+            context.now,
+        )
+        return user
+
+
+@dataclass(frozen=True, slots=True)
+class _OnHold(Command):
+    hold_id: str
+
+    @property
+    def existing_hold(self) -> str | None:
+        return self.hold_id
+
+    def _hold(self, user: User, context: Context) -> Hold | None:
+        """The hold as the user's state has it, else as last recorded."""
+        return user.state.hold(self.hold_id) or context.recorded_hold(self.user_id, self.hold_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SettleHold(_OnHold):
+    amount: int = 0
+    reason: str | None = None
+
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        hold = self._hold(user, context)
+        user.settle_hold(hold, self.hold_id, self.amount, self.reason, context.cause, context.now)
+        return user
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseHold(_OnHold):
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.release_hold(self._hold(user, context), self.hold_id, context.cause, context.now)
+        return user
+
+
+# -- allowances ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetAllowance(Command):
+    balance: Balance
+    amount: int
+    period: str
+    anchor: datetime | None = None
+
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.set_allowance(
+            self.balance, self.amount, self.period, self.anchor, context.cause, context.now
+        )
+        return user
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAllowance(Command):
+    balance: Balance
+
+    def decide(self, user: User | None, context: Context) -> User:
+        user = _existing(user, self.user_id, context.now)
+        user.remove_allowance(self.balance, context.cause, context.now)
+        return user
+
+
+# -- time ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp(Command):
+    """Record what time has brought the user (the expiry worker's command)."""
+
+    def decide(self, user: User | None, context: Context) -> User:
+        if user is None:
+            raise UserNotFound(f"no user with id {self.user_id!r}")
+        if not user.catch_up(context.now):
+            raise NothingDue(f"nothing is due for {self.user_id!r}")
         return user

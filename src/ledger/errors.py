@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LedgerError(Exception):
     """A command was refused, or could not be carried out. `code` names the reason."""
 
     code = "ledger-error"
 
-    def __init__(self, detail: str, *, replayed: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, replayed: bool = False, facts: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         #: The stored outcome of an earlier request with the same idempotency key.
         self.replayed = replayed
+        #: What a client needs to act on the refusal (JSON-ready), beside `detail`.
+        self.facts = facts
 
 
 class InvalidCommand(LedgerError):
@@ -35,6 +41,40 @@ class InsufficientBalance(LedgerError):
 
 class BalanceLimit(LedgerError):
     code = "balance-limit"
+
+
+class HoldNotFound(LedgerError):
+    code = "hold-not-found"
+
+
+class HoldClosed(LedgerError):
+    """The hold was settled or released already (the detail says how)."""
+
+    code = "hold-closed"
+
+
+class HoldHasExpired(LedgerError):
+    """The hold reached its expiry open: it counts as released."""
+
+    code = "hold-expired"
+
+
+class SettleExceedsHold(LedgerError):
+    code = "settle-exceeds-hold"
+
+
+class HoldExists(LedgerError):
+    """A placement names a hold that exists (its idempotency key was pruned,
+    and it was sent again)."""
+
+    code = "hold-exists"
+
+
+class NothingDue(LedgerError):
+    """Time has brought nothing to record for the user (the expiry worker's
+    answer for a user it need not have woken)."""
+
+    code = "nothing-due"
 
 
 class IdempotencyKeyReused(LedgerError):
@@ -80,6 +120,11 @@ DOMAIN_REFUSALS: tuple[type[LedgerError], ...] = (
     UserExists,
     InsufficientBalance,
     BalanceLimit,
+    HoldNotFound,
+    HoldClosed,
+    HoldHasExpired,
+    SettleExceedsHold,
+    HoldExists,
 )
 
 REFUSALS_BY_CODE: dict[str, type[LedgerError]] = {cls.code: cls for cls in DOMAIN_REFUSALS}

@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import orjson
-
+from ledger import codec
 from ledger.db import Table
 from ledger.domain import FOLD_VERSION, UserState
 
@@ -75,16 +74,14 @@ def crossed(before: int, after: int) -> bool:
 
 
 def encode(state: UserState) -> bytes:
-    return orjson.dumps(state._asdict())
+    return codec.encode(state)
 
 
 def decode(data: bytes) -> UserState | None:
     """The state a snapshot holds, or None if this release cannot read it: the
     caller replays from the events instead (a snapshot is only a cache)."""
     try:
-        fields: dict[str, Any] = orjson.loads(data)
-        fields["updated_at"] = datetime.fromisoformat(fields["updated_at"])
-        return UserState(**fields)
+        return codec.decode(data)
     except (ValueError, TypeError, KeyError):
         log.warning("a snapshot cannot be read; replaying instead", exc_info=True)
         return None

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
-from ledger import events_table
+from ledger import codec, events_table
 from ledger.application import Ledger
 from ledger.db import Database
 from ledger.domain import UserState
+from ledger.times import timestamp
 from projections import status as st
 from projections import users_table
 from projections.history import replay_all, replay_user
@@ -67,28 +69,45 @@ class LedgerAudit:
 def compare(
     user_id: str,
     position: int,
-    projected: tuple[UserState, int] | None,
+    projected: dict[str, Any] | None,
     replayed: tuple[UserState, int] | None,
 ) -> UserAudit:
-    projected_view = user_view(*projected) if projected else None
+    """A users row (as read, what an app reading the table sees) against the
+    replay: each column the row has, and the whole state it keeps for the
+    projector (`fold_state`)."""
+    projected_view = _row_view(projected) if projected else None
     replayed_view = user_view(*replayed) if replayed else None
     differences: list[dict[str, Any]] = []
-    if projected_view is None or replayed_view is None:
-        if projected_view is not replayed_view:
+    if projected is None or projected_view is None or replayed is None or replayed_view is None:
+        if (projected is None) != (replayed is None):
             differences.append(
                 {
                     "field": "exists",
-                    "projected": projected_view is not None,
-                    "replayed": replayed_view is not None,
+                    "projected": projected is not None,
+                    "replayed": replayed is not None,
                 }
             )
     else:
         differences = [
             {"field": name, "projected": projected_view[name], "replayed": replayed_view[name]}
             for name in CHECKED_FIELDS
-            if projected_view[name] != replayed_view[name]
+            if name in projected_view and projected_view[name] != replayed_view[name]
         ]
+        kept = projected.get("fold_state")
+        if kept is not None and kept != orjson.loads(orjson.dumps(codec.to_dict(replayed[0]))):
+            differences.append(
+                {"field": "fold_state", "projected": "differs", "replayed": "the fold's state"}
+            )
     return UserAudit(user_id, position, projected_view, replayed_view, differences)
+
+
+def _row_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as a User, of the columns it has."""
+    return {name: _shown(row[name]) for name in USER_COLUMNS if name in row}
+
+
+def _shown(value: Any) -> Any:
+    return timestamp(value) if isinstance(value, datetime) else value
 
 
 @contextlib.contextmanager
@@ -120,7 +139,7 @@ def audit_user(
     with snapshot(conn):
         position = st.read_position(conn, projection.name, lock=False)
         table = users_table.describe(conn, users_table.LIVE_SCHEMA, projection)
-        projected = table.read(conn, [user_id]).get(user_id)
+        projected = table.read_rows(conn, [user_id]).get(user_id)
         replayed = replay_user(ledger, conn, user_id, position)
     if projected is None and replayed is None:
         return None
@@ -148,7 +167,7 @@ def audit_all(
                 on_progress(report, event_position)
 
         for chunk in _chunks(replay_all(ledger, conn, position, on_event=counted)):
-            projected = table.read(conn, [state.id for state, _ in chunk])
+            projected = table.read_rows(conn, [state.id for state, _ in chunk])
             for state, last in chunk:
                 report.users_checked += 1
                 result = compare(state.id, position, projected.get(state.id), (state, last))
@@ -157,7 +176,7 @@ def audit_all(
         for user_id in _rows_without_history(conn, position):
             report.users_checked += 1
             report.mismatches.append(
-                compare(user_id, position, table.read(conn, [user_id]).get(user_id), None)
+                compare(user_id, position, table.read_rows(conn, [user_id]).get(user_id), None)
             )
     if on_progress is not None:
         on_progress(report, position)

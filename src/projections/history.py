@@ -5,7 +5,7 @@ snapshot before the point of interest (ledger.snapshots)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ import psycopg
 
 from ledger import events_table
 from ledger.application import Ledger, Recorded, evolve
-from ledger.domain import UserState
+from ledger.domain import UserEvent, UserState
 from ledger.errors import HistoryUnreadable
 from ledger.snapshots import EVERY, Snapshot
 from projections.log import EventLog
@@ -93,12 +93,16 @@ def replay_all(
     up_to: int,
     *,
     at: datetime | None = None,
-    on_event: Any = None,
+    on_event: Callable[[int], None] | None = None,
+    on_step: Callable[[UserEvent, UserState, int], None] | None = None,
 ) -> Iterator[tuple[UserState, int]]:
     """Every user's final state and last position (up to position `up_to`, and
     to the events recorded at or before `at`), in id order, one user at a time,
     streamed from a server-side cursor: memory does not grow with history.
     Run inside a transaction (a REPEATABLE READ one, for a consistent answer).
+
+    `on_event` hears of each event's position, `on_step` of each event with
+    the state it left (a user's come before the user is yielded).
 
     Raises a ReplayError naming the event the fold could not read or apply.
     """
@@ -115,12 +119,15 @@ def replay_all(
             if at is not None and events_table.recorded_after(data, at):
                 continue  # and so are the rest of this user's: times never go back
             try:
-                state = evolve(decode(user_id, version, topic, data), state)
+                event = decode(user_id, version, topic, data)
+                state = evolve(event, state)
             except HistoryUnreadable as e:
                 raise ReplayError(notification_id, e) from e
             position = notification_id
             if on_event is not None:
                 on_event(notification_id)
+            if on_step is not None:
+                on_step(event, state, notification_id)
         if state is not None:
             yield state, position
 

@@ -80,6 +80,7 @@ def apply_events(
         conn, list({r.event.originator_id for r in recorded})
     )
     changed: set[str] = set()
+    grants: dict[tuple[str, str], tuple[Any, ...]] = {}
     last: int | None = None
     failure: Failure | None = None
     for r in recorded:
@@ -98,8 +99,14 @@ def apply_events(
             break
         states[user_id] = (after, r.position)
         changed.add(user_id)
+        if table.grants is not None:
+            for grant_id in r.event.touched_grants(after):
+                grant = after.grant(grant_id)
+                if grant is not None:
+                    grants[user_id, grant_id] = table.grant_row(user_id, grant, r.position)
         last = r.position
     table.upsert(conn, [table.row(*states[user_id]) for user_id in changed])
+    table.upsert_grants(conn, list(grants.values()))
     return last, failure
 
 

@@ -27,14 +27,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from ledger import events_table
 from ledger.application import Ledger
 from ledger.db import Database
+from ledger.domain import UserEvent, UserState
 from projections import status as st
 from projections import users_table
 from projections.history import ReplayError, replay_all
@@ -107,8 +110,43 @@ class RebuildResult:
 
 def row_digest(row: tuple[Any, ...]) -> int:
     """A digest of a row's values that does not depend on how they were read."""
-    normalized = tuple(v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v for v in row)
+    normalized = tuple(_normal(v) for v in row)
     return int.from_bytes(hashlib.blake2b(repr(normalized).encode(), digest_size=8).digest())
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, dict | list):  # jsonb, read back
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, str) and value[:1] in "{[":  # jsonb, as written
+        try:
+            return orjson.dumps(orjson.loads(value), option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+@dataclass
+class Digest:
+    """Rows counted and summed by digest: what a rebuild wrote, or read back."""
+
+    users: int = 0
+    grants: int = 0
+    checksum: int = 0
+
+    def add_user(self, row: tuple[Any, ...]) -> None:
+        self.users += 1
+        self.checksum = (self.checksum + row_digest(row)) % 2**64
+
+    def add_grant(self, row: tuple[Any, ...]) -> None:
+        self.grants += 1
+        self.checksum = (self.checksum + row_digest(("grant", *row))) % 2**64
+
+    def __str__(self) -> str:
+        return f"{self.users} users and {self.grants} grants, checksum {self.checksum:016x}"
 
 
 class Rebuild:
@@ -175,10 +213,10 @@ class Rebuild:
         table = users_table.describe(control, STAGING_SCHEMA, self.projection)
 
         progress = Progress("copying")
-        target, users, checksum = self._copy(table, progress, control)
+        target, written = self._copy(table, progress, control)
         progress.phase = "verifying"
         self._report(progress, control, force=True)
-        self._verify(control, table, users, checksum)
+        self._verify(control, table, written)
 
         progress.phase = "catching-up"
         position = self._catch_up(control, table, target, progress)
@@ -190,7 +228,7 @@ class Rebuild:
         self._report(progress, control, force=True)
         return RebuildResult(
             self.projection.version,
-            users,
+            written.users,
             progress.events,
             position,
             time.monotonic() - started,
@@ -200,59 +238,76 @@ class Rebuild:
 
     def _copy(
         self, table: Table, progress: Progress, control: psycopg.Connection[Any]
-    ) -> tuple[int, int, int]:
-        """Fold every user's history into the staging table, from one snapshot.
-        Returns the snapshot's head position, the row count and their checksum."""
-        users = 0
-        checksum = 0
-        with self.database.connect(autocommit=False) as reader, self.database.connect() as writer:
+    ) -> tuple[int, Digest]:
+        """Fold every user's history into the staging tables, from one
+        snapshot, a user at a time: the users row, and the rows of every grant
+        the user ever had. Returns the snapshot's head position and what was
+        written, to check the tables against."""
+        written = Digest()
+        with (
+            self.database.connect(autocommit=False) as reader,
+            self.database.connect(autocommit=False) as writer,
+            self.database.connect(autocommit=False) as grants_writer,
+        ):
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             reader.read_only = True
             target = events_table.head(reader)
             progress.target = target
             self._report(progress, control, force=True)
+            grants: dict[str, tuple[Any, ...]] = {}
 
-            def rows() -> Iterator[tuple[Any, ...]]:
-                nonlocal users, checksum
+            def on_event(position: int) -> None:
+                progress.events += 1
+                if progress.events % 10_000 == 0:
+                    progress.position = position
+                    self._report(progress, control)
 
-                def on_event(position: int) -> None:
-                    progress.events += 1
-                    if progress.events % 10_000 == 0:
-                        progress.position = position
-                        self._report(progress, control)
+            def on_step(event: UserEvent, after: UserState, position: int) -> None:
+                for grant_id in event.touched_grants(after):
+                    grant = after.grant(grant_id)
+                    if grant is not None:
+                        kept = grants.get(grant_id)
+                        first = position if kept is None else kept[-1]
+                        grants[grant_id] = table.grant_row(after.id, grant, first)
 
-                for state, position in replay_all(self.ledger, reader, target, on_event=on_event):
+            def rows(copy_grants: Any) -> Iterator[tuple[Any, ...]]:
+                replay = replay_all(self.ledger, reader, target, on_event=on_event, on_step=on_step)
+                for state, position in replay:
+                    for grant_row in grants.values():
+                        copy_grants.write_row(grant_row)
+                        written.add_grant(grant_row)
+                    grants.clear()
                     row = table.row(state, position)
-                    users += 1
-                    checksum = (checksum + row_digest(row)) % 2**64
-                    progress.users = users
+                    written.add_user(row)
+                    progress.users = written.users
                     yield row
 
+            assert table.grants is not None  # the staging tables are this release's
             try:
-                with writer.transaction():
-                    table.copy(writer, rows())
-                    st.reset_position(writer, self.staging_tracking, target)
+                with grants_writer.cursor() as curs, curs.copy(table.grants.copy_query()) as copy:
+                    table.copy(writer, rows(copy))
+                st.reset_position(writer, self.staging_tracking, target)
+                writer.commit()
+                grants_writer.commit()
             except ReplayError as e:
                 raise RebuildError(str(e)) from e
             reader.rollback()
         progress.position = target
-        return target, users, checksum
+        return target, written
 
     # -- 2. verify ------------------------------------------------------------
 
-    def _verify(
-        self, control: psycopg.Connection[Any], table: Table, users: int, checksum: int
-    ) -> None:
-        found_users = 0
-        found_checksum = 0
+    def _verify(self, control: psycopg.Connection[Any], table: Table, written: Digest) -> None:
+        found = Digest()
         with control.transaction():
             for state, position in table.scan(control):
-                found_users += 1
-                found_checksum = (found_checksum + row_digest(table.row(state, position))) % 2**64
-        if (found_users, found_checksum) != (users, checksum):
+                found.add_user(table.row(state, position))
+            assert table.grants is not None
+            for grant in table.grants.scan(control):
+                found.add_grant(table.grants.pick(grant))
+        if found != written:
             raise RebuildError(
-                f"the new table does not match the replay: {found_users} rows with checksum "
-                f"{found_checksum:016x}, expected {users} with {checksum:016x}"
+                f"the new tables do not match the replay: {found}, expected {written}"
             )
 
     # -- 3. catch up ------------------------------------------------------------
@@ -311,13 +366,15 @@ class Rebuild:
                         applied, position = self._apply_after(conn, table, position, progress)
                         if applied < CATCH_UP_BATCH:
                             break
-                    live = sql.Identifier(users_table.LIVE_SCHEMA, users_table.TABLE_NAME)
-                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live))
-                    conn.execute(
-                        sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
-                            table.ident, sql.Identifier(users_table.LIVE_SCHEMA)
+                    for name in users_table.TABLE_NAMES:
+                        live = sql.Identifier(users_table.LIVE_SCHEMA, name)
+                        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(live))
+                        conn.execute(
+                            sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                                sql.Identifier(STAGING_SCHEMA, name),
+                                sql.Identifier(users_table.LIVE_SCHEMA),
+                            )
                         )
-                    )
                     st.reset_position(conn, self.name, position)
                     st.drop_position(conn, self.staging_tracking)
                     st.rebuilt(conn, self.name, self.projection.version, requested_before)

@@ -1,4 +1,4 @@
-"""The users projection: what its table holds, and how a user's state becomes a row."""
+"""The users projection: what its tables hold, and how a user's state becomes rows."""
 
 from __future__ import annotations
 
@@ -8,21 +8,53 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ledger.domain import UserState
+import orjson
 
-_STATE_FIELDS = frozenset(UserState._fields)
+from ledger import codec
+from ledger.domain import Balance, Grant, Source, UserState
+from ledger.domain.grants import grant_id
 
-#: The columns of the contract's users table: a User, as the API shows it.
+#: The User the API shows, and the columns of the contract's users table.
 USER_COLUMNS = (
     "id",
     "level",
     "renewal_period",
     "free_credits",
     "free_chat_messages",
+    "free_credits_held",
+    "free_chat_messages_held",
+    "free_credits_next_expiry_at",
+    "free_credits_next_expiry_amount",
+    "free_chat_messages_next_expiry_at",
+    "free_chat_messages_next_expiry_amount",
     "version",
     "position",
     "updated_at",
 )
+
+#: Columns of the users table that the User does not show.
+TABLE_ONLY_COLUMNS = ("next_due_at", "fold_state")
+
+#: The grants table's columns.
+GRANT_COLUMNS = (
+    "user_id",
+    "id",
+    "balance",
+    "amount",
+    "remaining",
+    "held",
+    "spent",
+    "expired",
+    "priority",
+    "expires_at",
+    "granted_at",
+    "source",
+    "reason",
+    "status",
+    "position",
+)
+
+_SPECIAL = frozenset({"position", "fold_state"})
 
 
 def _read_schema() -> str:
@@ -33,23 +65,25 @@ def _read_schema() -> str:
 
 @dataclass(frozen=True)
 class UsersProjection:
-    """A version of the users table.
+    """A version of the projection's tables.
 
-    Every column is a field of `UserState` (the one fold's output) or `position`.
-    To add a column derived from history, add it to the DDL and to `columns`;
-    fields of the state that the table does not keep (the lifetime totals, in
-    the stock table) are not written. Bump `code_version` when the way rows are
-    computed changes; an edit of the DDL changes `version` by itself, and
-    either makes the projector rebuild the table from history on its next start.
+    Every users column is an attribute of `UserState` (the one fold's output),
+    or `position` (of the last event applied), or `fold_state` (the whole
+    state, which the projector folds the user's next events onto). To add a
+    column derived from history, add it to the DDL and to `columns`; what the
+    state holds that the table does not keep (the lifetime totals, in the stock
+    table) is not written. Bump `code_version` when the way rows are computed
+    changes; an edit of the DDL changes `version` by itself, and either makes
+    the projector rebuild the tables from history on its next start.
     """
 
     name: str = "users"
-    code_version: int = 1
+    code_version: int = 2
     schema_sql: str = field(default_factory=_read_schema, repr=False)
-    columns: tuple[str, ...] = USER_COLUMNS
+    columns: tuple[str, ...] = USER_COLUMNS + TABLE_ONLY_COLUMNS
 
     def __post_init__(self) -> None:
-        unknown = set(self.columns) - _STATE_FIELDS - {"position"}
+        unknown = {c for c in self.columns if c not in _SPECIAL and not hasattr(UserState, c)}
         if unknown or self.columns[0] != "id":
             raise ValueError(f"columns must start with id and name state fields: {unknown}")
 
@@ -59,11 +93,64 @@ class UsersProjection:
         return f"{self.code_version}.{digest}"
 
     def row(self, state: UserState, position: int) -> tuple[Any, ...]:
-        return tuple(
-            position if column == "position" else getattr(state, column) for column in self.columns
-        )
+        return tuple(self._value(state, column, position) for column in self.columns)
+
+    @staticmethod
+    def _value(state: UserState, column: str, position: int) -> Any:
+        if column == "position":
+            return position
+        if column == "fold_state":
+            return orjson.dumps(codec.to_dict(state)).decode()
+        return getattr(state, column)
 
     def state(self, row: Mapping[str, Any]) -> UserState:
-        """The state a row records, to fold further events onto. Totals the table
-        does not keep start from 0; they are never written back."""
-        return UserState(**{k: v for k, v in row.items() if k in _STATE_FIELDS})
+        """The state a row records, to fold further events onto."""
+        kept = row.get("fold_state")
+        if kept is not None:
+            return codec.from_dict(kept if isinstance(kept, dict) else orjson.loads(kept))
+        return _legacy_state(row)
+
+    @staticmethod
+    def grant_row(user_id: str, grant: Grant, position: int) -> tuple[Any, ...]:
+        """A grants row, in GRANT_COLUMNS' order; `position` is of the event
+        that touched it (kept only from the one that made it)."""
+        return (
+            user_id,
+            grant.id,
+            grant.balance.value,
+            grant.amount,
+            grant.remaining,
+            grant.held,
+            grant.spent,
+            grant.expired,
+            grant.priority,
+            grant.expires_at,
+            grant.granted_at,
+            grant.source,
+            grant.reason,
+            grant.status,
+            position,
+        )
+
+
+def _legacy_state(row: Mapping[str, Any]) -> UserState:
+    """The state of a row from before the users table kept it whole (a live
+    table of the previous release, until its rebuild swaps in): its balances,
+    each as one grant that never expires."""
+    fields = {k: v for k, v in row.items() if k in UserState._fields}
+    grants = tuple(
+        Grant(
+            id=grant_id(str(row["id"]), 0, kind),
+            balance=kind,
+            amount=value,
+            remaining=value,
+            priority=50,
+            expires_at=None,
+            granted_at=row["updated_at"],
+            source=Source.GRANT.value,
+            reason=None,
+        )
+        for kind in Balance
+        if (value := row.get(kind.value))
+    )
+    return UserState(**fields, grants=grants)

@@ -1,4 +1,5 @@
-"""SQL for a generation of the users table: the live one, or one being rebuilt."""
+"""SQL for a generation of the projection's tables (users, and their grants):
+the live one, or one being rebuilt."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ledger.domain import UserState
-from projections.users import USER_COLUMNS, UsersProjection
+from ledger.domain import Grant, UserState
+from projections.users import GRANT_COLUMNS, USER_COLUMNS, UsersProjection
 
 LIVE_SCHEMA = "public"
 TABLE_NAME = "users"
+GRANTS_TABLE = "grants"
+#: Every table of the projection, rebuilt and swapped in together.
+TABLE_NAMES = (TABLE_NAME, GRANTS_TABLE)
 
 _DESCRIBE = """
 SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
@@ -25,49 +29,23 @@ ORDER BY a.attnum
 
 
 @dataclass(frozen=True)
-class Table:
-    """One users table, and the projection's columns it has, with their types."""
+class Columns:
+    """One table, and those of the projection's columns it has, with their
+    types. `kept` columns are written when a row is made, never changed."""
 
     schema: str
+    name: str
+    key: tuple[str, ...]
     columns: tuple[str, ...]
     types: tuple[str, ...]
-    projection: UsersProjection
+    kept: tuple[str, ...] = ()
 
     @property
     def ident(self) -> sql.Composable:
-        return sql.Identifier(self.schema, TABLE_NAME)
+        return sql.Identifier(self.schema, self.name)
 
-    def _columns(self) -> sql.Composable:
+    def listed(self) -> sql.Composable:
         return sql.SQL(", ").join(map(sql.Identifier, self.columns))
-
-    def row(self, state: UserState, position: int) -> tuple[Any, ...]:
-        full = dict(zip(self.projection.columns, self.projection.row(state, position), strict=True))
-        return tuple(full[column] for column in self.columns)
-
-    # -- reading ------------------------------------------------------------
-
-    def read(
-        self, conn: psycopg.Connection[Any], user_ids: Sequence[str]
-    ) -> dict[str, tuple[UserState, int]]:
-        """The states and positions of those of `user_ids` the table has."""
-        query = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(self._columns(), self.ident)
-        with conn.cursor(row_factory=dict_row) as curs:
-            curs.execute(query, (list(user_ids),))
-            return {
-                row["id"]: (self.projection.state(row), int(row["position"]))
-                for row in curs.fetchall()
-            }
-
-    def scan(self, conn: psycopg.Connection[Any]) -> Iterable[tuple[UserState, int]]:
-        """Every row, in id order, streamed from a server-side cursor."""
-        query = sql.SQL("SELECT {} FROM {} ORDER BY id").format(self._columns(), self.ident)
-        with conn.cursor(name="users_scan", row_factory=dict_row) as curs:
-            curs.itersize = 5000
-            curs.execute(query)
-            for row in curs:
-                yield self.projection.state(row), int(row["position"])
-
-    # -- writing --------------------------------------------------------------
 
     def upsert(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert or replace rows, all in one statement."""
@@ -77,29 +55,136 @@ class Table:
             sql.SQL("%s::{}[]").format(sql.SQL(column_type)) for column_type in self.types
         )
         updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in self.columns[1:]
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            for c in self.columns
+            if c not in self.key and c not in self.kept
         )
         query = sql.SQL(
-            "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT (id) DO UPDATE SET {}"
-        ).format(self.ident, self._columns(), arrays, updates)
+            "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) DO UPDATE SET {}"
+        ).format(
+            self.ident,
+            self.listed(),
+            arrays,
+            sql.SQL(", ").join(map(sql.Identifier, self.key)),
+            updates,
+        )
         conn.execute(query, [list(column) for column in zip(*rows, strict=True)])
 
+    def copy_query(self) -> sql.Composed:
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, self.listed())
+
     def copy(self, conn: psycopg.Connection[Any], rows: Iterable[tuple[Any, ...]]) -> None:
-        """Bulk-load rows into an empty table."""
-        query = sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, self._columns())
-        with conn.cursor() as curs, curs.copy(query) as copy:
+        """Bulk-load rows into the table."""
+        with conn.cursor() as curs, curs.copy(self.copy_query()) as copy:
             for row in rows:
                 copy.write_row(row)
 
+    def scan(self, conn: psycopg.Connection[Any]) -> Iterable[dict[str, Any]]:
+        """Every row, in key order, streamed from a server-side cursor."""
+        query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+            self.listed(), self.ident, sql.SQL(", ").join(map(sql.Identifier, self.key))
+        )
+        with conn.cursor(name=f"{self.name}_scan", row_factory=dict_row) as curs:
+            curs.itersize = 5000
+            curs.execute(query)
+            yield from curs
+
+    def pick(self, full: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(full[column] for column in self.columns)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A generation of the projection: its users table, and its grants table
+    (None in a generation from before grants were projected)."""
+
+    users: Columns
+    grants: Columns | None
+    projection: UsersProjection
+
+    @property
+    def schema(self) -> str:
+        return self.users.schema
+
+    @property
+    def ident(self) -> sql.Composable:
+        return self.users.ident
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.users.columns
+
+    def row(self, state: UserState, position: int) -> tuple[Any, ...]:
+        return self.users.pick(
+            dict(zip(self.projection.columns, self.projection.row(state, position), strict=True))
+        )
+
+    def grant_row(self, user_id: str, grant: Grant, position: int) -> tuple[Any, ...]:
+        assert self.grants is not None
+        values = self.projection.grant_row(user_id, grant, position)
+        return self.grants.pick(dict(zip(GRANT_COLUMNS, values, strict=True)))
+
+    # -- reading ------------------------------------------------------------
+
+    def read(
+        self, conn: psycopg.Connection[Any], user_ids: Sequence[str]
+    ) -> dict[str, tuple[UserState, int]]:
+        """The states and positions of those of `user_ids` the table has."""
+        return {
+            user_id: (self.projection.state(row), int(row["position"]))
+            for user_id, row in self.read_rows(conn, user_ids).items()
+        }
+
+    def read_rows(
+        self, conn: psycopg.Connection[Any], user_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The rows of those of `user_ids` the table has, as read."""
+        query = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
+            self.users.listed(), self.ident
+        )
+        with conn.cursor(row_factory=dict_row) as curs:
+            curs.execute(query, (list(user_ids),))
+            return {row["id"]: dict(row) for row in curs.fetchall()}
+
+    def scan(self, conn: psycopg.Connection[Any]) -> Iterable[tuple[UserState, int]]:
+        """Every user, in id order, streamed."""
+        for row in self.users.scan(conn):
+            yield self.projection.state(row), int(row["position"])
+
+    # -- writing --------------------------------------------------------------
+
+    def upsert(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
+        self.users.upsert(conn, rows)
+
+    def upsert_grants(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
+        if self.grants is not None:
+            self.grants.upsert(conn, rows)
+
+    def copy(self, conn: psycopg.Connection[Any], rows: Iterable[tuple[Any, ...]]) -> None:
+        self.users.copy(conn, rows)
+
+
+def _columns_of(
+    conn: psycopg.Connection[Any], schema: str, name: str, wanted: Sequence[str], **options: Any
+) -> Columns | None:
+    qualified = sql.Identifier(schema, name).as_string(conn)
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()
+    if not (row and row[0]):
+        return None
+    found = dict(conn.execute(_DESCRIBE, (qualified,)).fetchall())
+    columns = tuple(c for c in wanted if c in found)
+    return Columns(schema, name, columns=columns, types=tuple(found[c] for c in columns), **options)
+
 
 def describe(conn: psycopg.Connection[Any], schema: str, projection: UsersProjection) -> Table:
-    """The users table in `schema`, as the catalog says it is today."""
-    qualified = sql.Identifier(schema, TABLE_NAME).as_string(conn)
-    found = {
-        name: column_type for name, column_type in conn.execute(_DESCRIBE, (qualified,)).fetchall()
-    }
-    columns = tuple(c for c in projection.columns if c in found)
-    return Table(schema, columns, tuple(found[c] for c in columns), projection)
+    """The projection's tables in `schema`, as the catalog says they are today."""
+    users = _columns_of(conn, schema, TABLE_NAME, projection.columns, key=("id",))
+    if users is None:
+        raise psycopg.errors.UndefinedTable(f"{schema}.{TABLE_NAME} does not exist")
+    grants = _columns_of(
+        conn, schema, GRANTS_TABLE, GRANT_COLUMNS, key=("user_id", "id"), kept=("position",)
+    )
+    return Table(users, grants, projection)
 
 
 def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -110,7 +195,7 @@ def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
 
 def create(conn: psycopg.Connection[Any], schema: str, projection: UsersProjection) -> None:
     """Run the projection's DDL with `schema` first on the search path, so the
-    unqualified table lands there. Call inside a transaction."""
+    unqualified tables land there. Call inside a transaction."""
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute("SELECT set_config('search_path', %s, true)", (f"{schema}, public",))
     conn.execute(projection.schema_sql.encode())
@@ -120,3 +205,31 @@ def create(conn: psycopg.Connection[Any], schema: str, projection: UsersProjecti
 # -- the API's reads ---------------------------------------------------------
 
 SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"
+
+#: Which grants have a status, as a read at %(now)s sees them (active past
+#: its expiry is expired, whether or not its expiry is recorded yet).
+_HAVING_STATUS = {
+    None: "TRUE",
+    "active": "status = 'active' AND (expires_at IS NULL OR expires_at > %(now)s)",
+    "expired": "(status = 'expired' OR (status = 'active' AND expires_at <= %(now)s))",
+    "used": "status = 'used'",
+}
+
+
+def select_grants(status: str | None) -> str:
+    """A user's grants (%(user_id)s) with `status`, made after the grant
+    (%(after_position)s, %(after_id)s), oldest first, at most %(limit)s."""
+    return (
+        f"SELECT {', '.join(GRANT_COLUMNS)} FROM {LIVE_SCHEMA}.{GRANTS_TABLE} "
+        "WHERE user_id = %(user_id)s AND (position, id) > (%(after_position)s, %(after_id)s) "
+        f"AND {_HAVING_STATUS[status]} ORDER BY position, id LIMIT %(limit)s"
+    )
+
+
+SELECT_GRANT_POSITION = (
+    f"SELECT position FROM {LIVE_SCHEMA}.{GRANTS_TABLE} WHERE user_id = %s AND id = %s"
+)
+
+
+#: A user's whole state, as the projection last folded it.
+SELECT_STATE = f"SELECT fold_state, position FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"

@@ -28,6 +28,7 @@ from projections import status as st
 from projections.audit import audit_all
 from projections.overview import overview
 from projections.projector import Projector
+from projections.users import UsersProjection
 from tests.helpers import (
     BackgroundWriter,
     head,
@@ -241,8 +242,9 @@ def test_a_projector_of_an_older_release_stands_by_before_a_newer_table(
     database: Database, ledger: Ledger, writer: BackgroundWriter
 ) -> None:
     writer.execute(RegisterUser("x"), CAUSE)
-    # A later release (its projection's code version 2) rebuilt the table.
-    rows(database, "UPDATE projection_status SET version = '2.abc' WHERE name = 'users'")
+    # A later release (its projection's next code version) rebuilt the table.
+    newer = f"{UsersProjection().code_version + 1}.abc"
+    rows(database, "UPDATE projection_status SET version = %s WHERE name = 'users'", (newer,))
     old = Projector(database, ledger, poll_interval=0.05)
     old.start()
     try:

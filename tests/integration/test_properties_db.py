@@ -53,7 +53,7 @@ def test_the_projection_equals_the_replay_for_any_commands(
     prefix = uuid.uuid4().hex[:8] + "_"  # each example has users of its own
     sequence = [dataclasses.replace(c, user_id=prefix + c.user_id) for c in sequence]
     # Submitted together, so they are decided in batches, in arrival order.
-    futures = [writer.submit(command, CAUSE) for command in sequence]
+    futures = [writer.submit(command, CAUSE.cause) for command in sequence]
     models: dict[str, Model] = {}
     for command, future in zip(sequence, futures, strict=True):
         expected = expected_refusal(models.get(command.user_id), command)

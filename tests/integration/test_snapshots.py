@@ -58,6 +58,8 @@ def test_a_writer_meeting_a_user_for_the_first_time_starts_from_the_snapshot(
     (state,) = rows(database, "SELECT state FROM ledger_snapshots WHERE version = 2001")
     doctored = orjson.loads(state[0])
     doctored["free_credits"] += 5_000
+    credits = next(g for g in doctored["grants"] if g["balance"] == "free_credits")
+    credits["remaining"] += 5_000  # available is the sum of the grants' remainders
     rows(
         database,
         "UPDATE ledger_snapshots SET state = %s WHERE version = 2001",

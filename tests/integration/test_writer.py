@@ -49,7 +49,10 @@ def test_a_command_is_answered_with_its_event_and_the_state_after_it(
     spent = writer.execute(SpendCredits("alice", 3, "image"), CAUSE)
     assert registered.event["type"] == "UserRegistered"
     assert spent.event["type"] == "CreditsSpent"
-    assert spent.event["data"] == {"amount": 3, "reason": "image"}
+    data = spent.event["data"]
+    assert (data["amount"], data["reason"]) == (3, "image")
+    (drawn,) = data["grants"]  # from the registration's grant of 10
+    assert drawn["amount"] == 3 and drawn["grant_id"].startswith("grant_")
     assert spent.event["position"] > registered.event["position"]
     assert spent.user["free_credits"] == 7
     assert spent.user["version"] == 2

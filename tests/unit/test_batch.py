@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
-from ledger.commands import Command, GrantCredits, RegisterUser, SpendCredits
-from ledger.domain import Cause, User
+from ledger.commands import (
+    Command,
+    Context,
+    GrantCredits,
+    PlaceHold,
+    RegisterUser,
+    SettleHold,
+    SpendCredits,
+)
+from ledger.domain import Balance, Cause, User
 from ledger.errors import (
     HistoryUnreadable,
+    HoldHasExpired,
     IdempotencyKeyReused,
     InsufficientBalance,
     UserNotFound,
@@ -19,6 +29,7 @@ from ledger.writer.batch import Accepted, Decisions, Pending
 from projections.views import present
 
 CAUSE = Cause("service", "key_test", "req_1", None)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def decide(
@@ -38,7 +49,7 @@ def decide(
         ]
         everyone = {c.user_id: None for c in (p.command for p in batch)}
         everyone.update(users or {})
-        decisions = Decisions(batch, everyone, unreadable or {}, stored or {})
+        decisions = Decisions(batch, everyone, unreadable or {}, stored or {}, NOW)
         positions = list(range(1, len(decisions.new_events) + 1))
         return decisions, list(decisions.accept(positions, present))
 
@@ -93,7 +104,7 @@ def test_a_key_met_again_replays_its_first_answer_and_decides_nothing() -> None:
 
     decisions, results = decide([(command, key)], stored=stored)
 
-    assert results == [Accepted({"position": 7}, {"free_credits": 9}, replayed=True)]
+    assert results == [Accepted(first["accepted"], replayed=True)]
     assert decisions.new_events == [] and decisions.records == []
 
 
@@ -130,3 +141,43 @@ def test_a_user_whose_history_cannot_be_read_refuses_only_their_commands() -> No
     assert isinstance(results[0], HistoryUnreadable)
     assert isinstance(results[1], Accepted)
     assert len(decisions.new_events) == 1
+
+
+def test_a_refused_command_records_nothing_not_even_what_time_brought_before_it() -> None:
+    async def run() -> tuple[Decisions, User]:
+        user = RegisterUser("ivy").decide(None, Context(CAUSE, NOW))
+        PlaceHold("ivy", Balance.CREDITS, 5, "hold_a", None, 10).decide(user, Context(CAUSE, NOW))
+        user.collect_events()
+        later = NOW + timedelta(seconds=60)  # the hold has expired
+        batch = [Pending(SettleHold("ivy", "hold_a", 1), CAUSE, None)]
+        users: dict[str, User | None] = {"ivy": user}
+        decisions = Decisions(batch, users, {}, {}, later)
+        return decisions, users["ivy"]  # type: ignore[return-value]
+
+    decisions, user = asyncio.run(run())
+
+    assert isinstance(decisions.results[0], HoldHasExpired)
+    assert decisions.new_events == []
+    assert user.state.version == 2 and user.state.free_credits_held == 5
+
+
+def test_what_time_brought_is_recorded_before_the_commands_own_event() -> None:
+    async def run() -> Decisions:
+        user = RegisterUser("joe").decide(None, Context(CAUSE, NOW))
+        PlaceHold("joe", Balance.CREDITS, 9, "hold_a", None, 10).decide(user, Context(CAUSE, NOW))
+        user.collect_events()
+        later = NOW + timedelta(seconds=60)
+        batch = [Pending(SpendCredits("joe", 5), CAUSE, None)]
+        decisions = Decisions(batch, {"joe": user}, {}, {}, later)
+        decisions.accept([3, 4], present)
+        return decisions
+
+    decisions = asyncio.run(run())
+
+    assert [(n.index, type(n.event).__name__) for n in decisions.new_events] == [
+        (None, "HoldExpired"),
+        (0, "CreditsSpent"),
+    ]
+    accepted = decisions.results[0]
+    assert isinstance(accepted, Accepted) and accepted.event["position"] == 4
+    assert accepted.user["free_credits"] == 5

@@ -8,6 +8,7 @@ import pytest
 
 from ledger.commands import (
     ChangePlan,
+    Context,
     GrantChatMessages,
     GrantCredits,
     ImportUser,
@@ -31,7 +32,9 @@ from ledger.errors import (
     UserNotFound,
 )
 
-CAUSE = Cause("admin", "key_test", "req_1", None)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+WHO = Cause("admin", "key_test", "req_1", None)
+CAUSE = Context(WHO, NOW)
 
 
 def registered(user_id: str = "alice") -> User:
@@ -65,9 +68,9 @@ def test_chat_messages_are_a_balance_of_their_own() -> None:
 def test_amounts_are_whole_numbers_from_one_to_a_million(amount: object) -> None:
     user = registered()
     with pytest.raises(InvalidCommand):
-        user.spend(Balance.CREDITS, amount, None, CAUSE)  # type: ignore[arg-type]
+        user.spend(Balance.CREDITS, amount, None, WHO, NOW)  # type: ignore[arg-type]
     with pytest.raises(InvalidCommand):
-        user.grant(Balance.CREDITS, amount, None, CAUSE)  # type: ignore[arg-type]
+        user.grant(Balance.CREDITS, amount, None, WHO, NOW)  # type: ignore[arg-type]
     assert user.state.version == 1
 
 
@@ -157,11 +160,10 @@ def test_replaying_the_events_gives_the_same_state() -> None:
     assert user.state.chat_messages_granted_total == 4
 
 
-def test_event_times_never_go_backwards_within_a_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_event_times_never_go_backwards_within_a_stream() -> None:
     user = registered()
     earlier = user.modified_on - timedelta(hours=1)
-    monkeypatch.setattr("ledger.domain.user.datetime_now_with_tzinfo", lambda: earlier)
-    SpendCredits("alice", 1).decide(user, CAUSE)
+    SpendCredits("alice", 1).decide(user, Context(WHO, earlier))
     first, second = user.collect_events()
     assert second.timestamp > first.timestamp
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from ledger.commands import (
     ChangePlan,
     Command,
+    Context,
     GrantChatMessages,
     GrantCredits,
     ImportUser,
@@ -27,7 +29,7 @@ from ledger.errors import (
     UserNotFound,
 )
 
-CAUSE = Cause("admin", "key_prop", None, None)
+CAUSE = Context(Cause("admin", "key_prop", None, None), datetime(2026, 1, 1, tzinfo=UTC))
 USERS = ["a", "b", "c"]
 
 amounts = st.one_of(

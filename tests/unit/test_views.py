@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from api.http.schemas import UserOut
-from ledger.commands import RegisterUser
+from ledger.commands import Context, RegisterUser
 from ledger.domain import Cause
 from projections.users import USER_COLUMNS
 from projections.views import user_view
 
 
 def test_a_user_is_shown_with_the_users_tables_columns_in_order() -> None:
-    user = RegisterUser("ann").decide(None, Cause())
+    user = RegisterUser("ann").decide(None, Context(Cause(), datetime.now(UTC)))
 
     view = user_view(user.state, 1)
 

@@ -100,15 +100,30 @@ class CommandContext:
             metrics.timed(name, time.perf_counter() - started)
         metrics.counted(name, "ok")
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
-        body = orjson.dumps({"event": accepted.event, "user": accepted.user})
-        return Response(body, status, headers=headers, media_type="application/json")
+        return Response(
+            orjson.dumps(accepted.body), status, headers=headers, media_type="application/json"
+        )
+
+    @property
+    def scope(self) -> str | None:
+        """What names this request across retries (its API key and its
+        Idempotency-Key), if it has a key."""
+        return None if self.key is None else f"{self.key.principal}/{self.key.key}"
 
 
-def _command(role: Role) -> Callable[[Request], Awaitable[CommandContext]]:
+def _command(role: Role, *, body: bool = True) -> Callable[[Request], Awaitable[CommandContext]]:
+    """A command's context; `body=False` for a command whose body may be
+    absent (then it needs no Content-Type)."""
+
     async def context(request: Request) -> CommandContext:
         services, principal = _authorize(request, role)
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media_type != "application/json" and not media_type.endswith("+json"):
+        bodiless = (
+            not body
+            and request.headers.get("content-length", "0") == "0"
+            and "transfer-encoding" not in request.headers
+        )
+        if not bodiless and media_type != "application/json" and not media_type.endswith("+json"):
             raise HTTPException(422, "send the body as JSON, with Content-Type: application/json")
         request_id = str(request.scope.get(REQUEST_ID_KEY, ""))
         return CommandContext(services, principal, request_id, _idempotency_key(request, principal))
@@ -172,7 +187,11 @@ class RoleCheckedRoute(APIRoute):
 ReaderAccess = Annotated[Services, Depends(_access(Role.READER))]
 AdminAccess = Annotated[Services, Depends(_access(Role.ADMIN))]
 ServiceCommand = Annotated[CommandContext, Depends(_command(Role.SERVICE))]
+#: A service command whose body is optional (a hold's release).
+ServiceCommandMaybeBody = Annotated[CommandContext, Depends(_command(Role.SERVICE, body=False))]
 AdminCommand = Annotated[CommandContext, Depends(_command(Role.ADMIN))]
+#: An admin command whose body may be absent (a DELETE).
+AdminCommandMaybeBody = Annotated[CommandContext, Depends(_command(Role.ADMIN, body=False))]
 AdminKeyed = Annotated[KeyedRequest, Depends(_keyed(Role.ADMIN))]
 
 

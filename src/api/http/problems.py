@@ -27,6 +27,11 @@ _LEDGER_ERRORS: dict[type[errors.LedgerError], tuple[int, str]] = {
     errors.UserExists: (409, "User exists"),
     errors.InsufficientBalance: (409, "Insufficient balance"),
     errors.BalanceLimit: (409, "Balance limit"),
+    errors.HoldNotFound: (404, "Hold not found"),
+    errors.HoldClosed: (409, "Hold closed"),
+    errors.HoldHasExpired: (409, "Hold expired"),
+    errors.SettleExceedsHold: (409, "Settle exceeds hold"),
+    errors.HoldExists: (409, "Hold exists"),
     errors.IdempotencyKeyReused: (422, "Idempotency key reused"),
     errors.IdempotencyKeyInUse: (409, "Idempotency key in use"),
     errors.DatabaseUnavailable: (503, "Database unavailable"),
@@ -54,10 +59,13 @@ def problem(
     detail: str,
     *,
     headers: dict[str, str] | None = None,
+    facts: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Response:
+    """A problem; `extra` members are left out when None, `facts` never."""
     body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
+    body.update(facts or {})
     return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
 
 
@@ -72,7 +80,9 @@ def ledger_problem(error: errors.LedgerError) -> Response:
         headers["Retry-After"] = RETRY_AFTER_SECONDS
     if error.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return problem(status, error.code, title, error.detail, headers=headers or None)
+    return problem(
+        status, error.code, title, error.detail, headers=headers or None, facts=error.facts
+    )
 
 
 def http_problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:

@@ -17,6 +17,9 @@ from ledger.errors import DatabaseUnavailable
 #: runs out, psycopg tries to cancel the query on the server, for up to 10 s more.)
 READ_DEADLINE = 5.0
 
+#: A query's parameters: by position, or by name.
+Params = tuple[Any, ...] | dict[str, Any]
+
 
 class Reads:
     def __init__(self, database: Database, projection: str, pool_size: int) -> None:
@@ -31,8 +34,17 @@ class Reads:
         await self.watcher.stop()
         await self.pool.close()
 
-    async def fetch_one(self, query: str, params: tuple[Any, ...]) -> DictRow | None:
-        """One row of a read. When PostgreSQL restarts, every pooled connection
+    async def fetch_one(self, query: str, params: Params) -> DictRow | None:
+        """One row of a read (see `fetch`)."""
+        rows = await self.fetch(query, params, one=True)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, query: str, params: Params) -> list[DictRow]:
+        """Every row of a read (see `fetch`)."""
+        return await self.fetch(query, params)
+
+    async def fetch(self, query: str, params: Params, *, one: bool = False) -> list[DictRow]:
+        """The rows of a read. When PostgreSQL restarts, every pooled connection
         is dead: the first read to meet one has the pool drop them all, and
         tries once more on a new one. (The pool does not check each connection
         as it hands it out, as the threads' pool does: on this path, a round
@@ -45,7 +57,10 @@ class Reads:
                 async with asyncio.timeout(READ_DEADLINE), self.pool.connection() as conn:
                     connected = True
                     cursor = await conn.execute(query, params, prepare=False)
-                    return await cursor.fetchone()
+                    if one:
+                        row = await cursor.fetchone()
+                        return [row] if row is not None else []
+                    return await cursor.fetchall()
             except TimeoutError as e:
                 raise DatabaseUnavailable("the database did not answer in time") from e
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:

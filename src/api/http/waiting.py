@@ -11,12 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import DictRow
+from starlette.exceptions import HTTPException
 
 from ledger.db import Database
 from projections import status as st
+
+if TYPE_CHECKING:
+    from api.bootstrap import Services
 
 FetchOne = Callable[[str, tuple[Any, ...]], Awaitable[DictRow | None]]
 
@@ -85,3 +89,16 @@ class PositionWatcher:
             except Exception as e:
                 log.debug("position listener reconnecting: %s", e)
                 await asyncio.sleep(1.0)
+
+
+async def wait_for_projection(services: Services, min_position: int | None) -> None:
+    """Read-your-writes: until the projection has applied `min_position`, up
+    to LEDGER_WAIT_TIMEOUT_SECONDS; then 504 projection-timeout."""
+    if min_position is None:
+        return
+    if not await services.reads.watcher.wait_for(
+        min_position, services.settings.wait_timeout_seconds
+    ):
+        raise HTTPException(
+            504, f"the projection has not reached position {min_position} yet; retry later"
+        )

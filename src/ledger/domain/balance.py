@@ -17,6 +17,16 @@ class Balance(StrEnum):
         return _SEGMENTS[self]
 
     @property
+    def held(self) -> str:
+        """The state attribute (and users column) of what open holds reserve."""
+        return f"{self.value}_held"
+
+    @property
+    def next_expiry(self) -> tuple[str, str]:
+        """The users columns of what expires next: when, and how much."""
+        return f"{self.value}_next_expiry_at", f"{self.value}_next_expiry_amount"
+
+    @property
     def granted_total(self) -> str:
         """The state attribute counting every amount ever granted."""
         return _TOTALS[self][0]
@@ -26,6 +36,16 @@ class Balance(StrEnum):
         """The state attribute counting every amount ever spent."""
         return _TOTALS[self][1]
 
+    @property
+    def expired_total(self) -> str:
+        """The state attribute counting every amount that ever expired."""
+        return _TOTALS[self][2]
+
+    @property
+    def noun(self) -> str:
+        """How a sentence names it: credits, chat messages."""
+        return _SEGMENTS[self].replace("-", " ")
+
     @classmethod
     def of_segment(cls, segment: str) -> Balance:
         return _BY_SEGMENT[segment]
@@ -34,6 +54,6 @@ class Balance(StrEnum):
 _SEGMENTS = {Balance.CREDITS: "credits", Balance.CHAT_MESSAGES: "chat-messages"}
 _BY_SEGMENT = {segment: balance for balance, segment in _SEGMENTS.items()}
 _TOTALS = {
-    Balance.CREDITS: ("credits_granted_total", "credits_spent_total"),
-    Balance.CHAT_MESSAGES: ("chat_messages_granted_total", "chat_messages_spent_total"),
+    kind: tuple(f"{prefix}_{what}_total" for what in ("granted", "spent", "expired"))
+    for kind, prefix in ((Balance.CREDITS, "credits"), (Balance.CHAT_MESSAGES, "chat_messages"))
 }

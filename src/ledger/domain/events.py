@@ -1,4 +1,6 @@
-"""A user's events, and the one fold of them into state.
+"""A user's events: the base every event shares, the opening events and plan
+changes. Balance, allowance and hold events have modules of their own
+(`balance_events`, `hold_events`).
 
 Every event class has an `evolve` method: the state after the event, given the
 state before it. The aggregate applies events through it (the library's
@@ -13,19 +15,18 @@ format, and old ones must resolve forever.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate, MetaDomainEvent
 
 from ledger.domain.balance import Balance
+from ledger.domain.grants import Grant, Part, Source, grant_id
 from ledger.domain.rules import (
     DEFAULT_FREE_CHAT_MESSAGES,
     DEFAULT_FREE_CREDITS,
-    MAX_AMOUNT,
     MAX_BALANCE,
-    MIN_AMOUNT,
 )
 from ledger.domain.state import InvariantViolation, UserState
 
@@ -49,8 +50,28 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
     def evolve(self, state: UserState | None) -> UserState:
         raise NotImplementedError
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's own fields, as the API shows them."""
+        return {}
+
+    @property
+    def grant_ids(self) -> tuple[str, ...]:
+        """The grants this event made, took from or gave back to, by its data."""
+        return ()
+
+    def touched_grants(self, after: UserState) -> tuple[str, ...]:
+        """Every grant this event changed, given the state it left: its own,
+        and those of the hold it placed or closed."""
+        hold_id = getattr(self, "hold_id", None)
+        hold = after.hold(hold_id) if isinstance(hold_id, str) else None
+        return (*self.grant_ids, *(g for g, _ in (hold.grants if hold is not None else ())))
+
+    # -- for evolve -----------------------------------------------------------
+
     def _check_follows(self, state: UserState | None) -> UserState:
-        """The state this event changes, checked to be the one it follows."""
+        """The state this event changes, checked to be the one it follows, less
+        what the event before closed or used up."""
         if state is None:
             raise InvariantViolation(
                 f"{type(self).__name__} at version {self.originator_version} "
@@ -61,16 +82,45 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
                 f"{type(self).__name__} of {self.originator_id!r} has version "
                 f"{self.originator_version}, expected {state.version + 1}"
             )
-        return state
+        return state.pruned()
 
     def _next(self, state: UserState, **changes: Any) -> UserState:
         """`state` as this event leaves it: at its version and time, changed."""
         return state._replace(version=self.originator_version, updated_at=self.timestamp, **changes)
 
-    @property
-    def data(self) -> dict[str, Any]:
-        """The event's own fields, as the API shows them."""
-        return {}
+    def _rebalanced(
+        self, before: UserState, after: UserState, granted: Balance | None = None
+    ) -> UserState:
+        """`after` with its available and held amounts summed from its grants
+        and holds. A balance that was NULL (imported from before the credit
+        columns) stays NULL until a grant of it (`granted`)."""
+        changes: dict[str, Any] = {}
+        for kind in Balance:
+            value: int | None = sum(g.remaining for g in after.grants if g.balance is kind)
+            held = sum(h.amount for h in after.holds if h.is_open and h.balance is kind)
+            if before.balance(kind) is None and kind is not granted and not value:
+                value = None
+            if (value or 0) + held > MAX_BALANCE:
+                raise self._violation(f"takes {kind.value} past {MAX_BALANCE:,}")
+            changes[kind.value] = value
+            changes[kind.held] = held
+        return after._replace(**changes)
+
+    def _violation(self, what: str) -> InvariantViolation:
+        return InvariantViolation(
+            f"{type(self).__name__} at version {self.originator_version} "
+            f"of {self.originator_id!r} {what}"
+        )
+
+
+def parts_of(listed: Sequence[dict[str, Any]] | None) -> tuple[Part, ...]:
+    """The `grants` of an event's data, as (grant id, amount) pairs."""
+    return tuple((str(p["grant_id"]), int(p["amount"])) for p in listed or ())
+
+
+def listed(parts: Iterable[Part]) -> list[dict[str, Any]]:
+    """(grant id, amount) pairs as an event's data lists them."""
+    return [{"grant_id": g, "amount": a} for g, a in parts]
 
 
 class _Opening(UserEvent, CanInitAggregate[str]):
@@ -80,16 +130,21 @@ class _Opening(UserEvent, CanInitAggregate[str]):
     free_credits: int | None
     free_chat_messages: int | None
 
+    source: ClassVar[str] = Source.REGISTRATION.value
+
     def evolve(self, state: UserState | None) -> UserState:
         if state is not None or self.originator_version != 1:
             raise InvariantViolation(
                 f"{type(self).__name__} of {self.originator_id!r} "
                 f"is not the first event of its stream"
             )
+        grants = []
         for kind in Balance:
             value = getattr(self, kind.value)
             if value is not None and not 0 <= value <= MAX_BALANCE:
                 raise InvariantViolation(f"{kind.value} {value} is out of bounds")
+            if value:
+                grants.append(self._grant(kind, value))
         return UserState(
             id=self.originator_id,
             level=self.level,
@@ -98,6 +153,26 @@ class _Opening(UserEvent, CanInitAggregate[str]):
             free_chat_messages=self.free_chat_messages,
             version=1,
             updated_at=self.timestamp,
+            grants=tuple(grants),
+        )
+
+    def _grant(self, kind: Balance, amount: int) -> Grant:
+        return Grant(
+            id=grant_id(self.originator_id, 1, kind),
+            balance=kind,
+            amount=amount,
+            remaining=amount,
+            priority=50,
+            expires_at=None,
+            granted_at=self.timestamp,
+            source=self.source,
+            reason=None,
+        )
+
+    @property
+    def grant_ids(self) -> tuple[str, ...]:
+        return tuple(
+            grant_id(self.originator_id, 1, kind) for kind in Balance if getattr(self, kind.value)
         )
 
     @property
@@ -112,7 +187,7 @@ class _Opening(UserEvent, CanInitAggregate[str]):
 
 
 class UserRegistered(_Opening):
-    """A new user: level free, no renewal, the default balances.
+    """A new user: level free, no renewal, the default balances, each one grant.
 
     Version 1 is the shape from before the credit system: a level (basic or
     pro) and a renewal period, no balances. Users then got the credit
@@ -130,53 +205,9 @@ class UserRegistered(_Opening):
 
 class UserImported(_Opening):
     """A user brought in from an existing CRUD table, as that table had them:
-    legacy levels and NULL balances allowed."""
+    legacy levels and NULL balances allowed. Each balance is one grant."""
 
-
-class _Change(UserEvent):
-    amount: int
-    reason: str | None
-
-    balance: ClassVar[Balance]
-    is_grant: ClassVar[bool]
-
-    def evolve(self, state: UserState | None) -> UserState:
-        state = self._check_follows(state)
-        kind = self.balance
-        before = state.balance(kind)
-        total = kind.granted_total if self.is_grant else kind.spent_total
-        value = (before or 0) + (self.amount if self.is_grant else -self.amount)
-        if not 0 <= value <= MAX_BALANCE or not MIN_AMOUNT <= self.amount <= MAX_AMOUNT:
-            raise InvariantViolation(
-                f"{type(self).__name__} of {self.amount} at version "
-                f"{self.originator_version} of {self.originator_id!r} "
-                f"takes {kind.value} from {before} to {value}"
-            )
-        return self._next(state, **{kind.value: value, total: state.total(total) + self.amount})
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return {"amount": self.amount, "reason": self.reason}
-
-
-class CreditsGranted(_Change):
-    balance = Balance.CREDITS
-    is_grant = True
-
-
-class CreditsSpent(_Change):
-    balance = Balance.CREDITS
-    is_grant = False
-
-
-class ChatMessagesGranted(_Change):
-    balance = Balance.CHAT_MESSAGES
-    is_grant = True
-
-
-class ChatMessagesSpent(_Change):
-    balance = Balance.CHAT_MESSAGES
-    is_grant = False
+    source = Source.IMPORT.value
 
 
 class PlanChanged(UserEvent):
@@ -191,31 +222,6 @@ class PlanChanged(UserEvent):
     @property
     def data(self) -> dict[str, Any]:
         return {"level": self.level, "renewal_period": self.renewal_period}
-
-
-#: The event classes a grant or a spend of each balance records.
-GRANTED: dict[Balance, type[_Change]] = {
-    Balance.CREDITS: CreditsGranted,
-    Balance.CHAT_MESSAGES: ChatMessagesGranted,
-}
-SPENT: dict[Balance, type[_Change]] = {
-    Balance.CREDITS: CreditsSpent,
-    Balance.CHAT_MESSAGES: ChatMessagesSpent,
-}
-
-#: The names the API and the event log show, by event class.
-EVENT_TYPES: dict[type[UserEvent], str] = {
-    cls: cls.__name__
-    for cls in (
-        UserRegistered,
-        UserImported,
-        CreditsGranted,
-        CreditsSpent,
-        ChatMessagesGranted,
-        ChatMessagesSpent,
-        PlanChanged,
-    )
-}
 
 
 def fold(events: Iterable[UserEvent], state: UserState | None = None) -> UserState | None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from ledger.errors import BalanceLimit, InsufficientBalance, InvalidCommand
+from ledger.domain.allowances import Period
+from ledger.domain.grants import MAX_PRIORITY, MIN_PRIORITY
+from ledger.domain.holds import MAX_TTL_SECONDS, MIN_TTL_SECONDS
+from ledger.errors import BalanceLimit, InvalidCommand
 
 MIN_AMOUNT = 1
 MAX_AMOUNT = 1_000_000
@@ -84,15 +88,67 @@ def check_balance(value: object, name: str) -> int | None:
     return value
 
 
-def check_can_grant(balance: int | None, amount: int, name: str) -> None:
-    after = (balance or 0) + amount
+def check_can_grant(balance: int | None, held: int, amount: int, name: str) -> None:
+    after = (balance or 0) + held + amount
     if after > MAX_BALANCE:
         raise BalanceLimit(
             f"granting {amount:,} would take {name} to {after:,}, above {MAX_BALANCE:,}"
         )
 
 
-def check_can_spend(balance: int | None, amount: int, name: str) -> None:
-    available = balance or 0  # a NULL balance (imported from before credits) spends as 0
-    if amount > available:
-        raise InsufficientBalance(f"{name} is {available:,}; cannot spend {amount:,}")
+#: A grant may expire at most this far ahead.
+LONGEST_EXPIRY = timedelta(days=36_525)
+
+
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidCommand("priority must be an integer")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidCommand(f"priority must be from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    return priority
+
+
+def check_expires_at(expires_at: datetime | None, now: datetime) -> datetime | None:
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        raise InvalidCommand("expires_at must have a timezone offset")
+    if expires_at <= now:
+        raise InvalidCommand("expires_at must be in the future")
+    if expires_at - now > LONGEST_EXPIRY:
+        raise InvalidCommand("expires_at must be at most 100 years ahead")
+    return expires_at.astimezone(UTC)
+
+
+def check_ttl(ttl_seconds: object) -> int:
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
+        raise InvalidCommand("ttl_seconds must be an integer")
+    if not MIN_TTL_SECONDS <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidCommand(f"ttl_seconds must be from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS:,}")
+    return ttl_seconds
+
+
+def check_settle_amount(amount: object) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidCommand("amount must be an integer")
+    if not 0 <= amount <= MAX_AMOUNT:
+        raise InvalidCommand(f"amount must be from 0 to {MAX_AMOUNT:,}")
+    return amount
+
+
+def check_period(period: object) -> Period:
+    try:
+        return Period(str(period))
+    except ValueError:
+        raise InvalidCommand("period must be one of: day, week, month") from None
+
+
+def check_anchor(anchor: datetime | None, now: datetime) -> datetime:
+    """An allowance's anchor: when its periods start from (default now)."""
+    if anchor is None:
+        return now
+    if anchor.tzinfo is None:
+        raise InvalidCommand("anchor must have a timezone offset")
+    if abs(anchor - now) > LONGEST_EXPIRY:
+        raise InvalidCommand("anchor must be within 100 years of now")
+    return anchor.astimezone(UTC)

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from ledger.domain.allowances import Allowance
 from ledger.domain.balance import Balance
+from ledger.domain.grants import Grant, next_expiry
+from ledger.domain.holds import Hold
 
 #: Changes whenever the fold (an event's `evolve`, or an upcaster) does:
 #: snapshots of the state made by another fold are then ignored (see ledger.snapshots).
-FOLD_VERSION = 1
+FOLD_VERSION = 2
 
 
 class InvariantViolation(Exception):
@@ -37,8 +40,14 @@ class Cause:
 
 
 class UserState(NamedTuple):
-    """A user as history leaves them. The totals count every grant and spend ever
-    recorded, so that a projection can show them without a second fold.
+    """A user as history leaves them.
+
+    `free_credits` and `free_chat_messages` are what is available: granted,
+    less spent, expired and held (None for a balance imported from before the
+    credit columns, until its first grant). The grants are its lots, the holds
+    its open holds; an item closed by the latest event stays until the next, so
+    that whoever applies an event can see how it left it. The totals count
+    every grant (opening balances apart), spend and expiry ever recorded.
     (A named tuple: the fold makes one per event, and `_replace` is cheap.)"""
 
     id: str
@@ -52,11 +61,74 @@ class UserState(NamedTuple):
     credits_spent_total: int = 0
     chat_messages_granted_total: int = 0
     chat_messages_spent_total: int = 0
+    credits_expired_total: int = 0
+    chat_messages_expired_total: int = 0
+    free_credits_held: int = 0
+    free_chat_messages_held: int = 0
+    grants: tuple[Grant, ...] = ()
+    holds: tuple[Hold, ...] = ()
+    allowances: tuple[Allowance, ...] = ()
+
+    # -- by balance ---------------------------------------------------------
 
     def balance(self, kind: Balance) -> int | None:
         value: int | None = getattr(self, kind.value)
         return value
 
+    def held(self, kind: Balance) -> int:
+        value: int = getattr(self, kind.held)
+        return value
+
     def total(self, name: str) -> int:
         value: int = getattr(self, name)
         return value
+
+    def grant(self, grant_id: str) -> Grant | None:
+        return next((g for g in self.grants if g.id == grant_id), None)
+
+    def hold(self, hold_id: str) -> Hold | None:
+        return next((h for h in self.holds if h.id == hold_id), None)
+
+    def allowance(self, kind: Balance) -> Allowance | None:
+        return next((a for a in self.allowances if a.balance is kind), None)
+
+    def open_holds(self, kind: Balance | None = None) -> list[Hold]:
+        return [h for h in self.holds if h.is_open and (kind is None or h.balance is kind)]
+
+    def pruned(self) -> UserState:
+        """Without the grants used up or expired and the holds closed (by the
+        event before): what the next event starts from."""
+        if all(g.status == "active" for g in self.grants) and all(h.is_open for h in self.holds):
+            return self
+        return self._replace(
+            grants=tuple(g for g in self.grants if g.status == "active"),
+            holds=tuple(h for h in self.holds if h.is_open),
+        )
+
+    # -- what the users table shows besides ------------------------------------
+
+    @property
+    def free_credits_next_expiry_at(self) -> datetime | None:
+        return next_expiry(self.grants, Balance.CREDITS)[0]
+
+    @property
+    def free_credits_next_expiry_amount(self) -> int | None:
+        return next_expiry(self.grants, Balance.CREDITS)[1]
+
+    @property
+    def free_chat_messages_next_expiry_at(self) -> datetime | None:
+        return next_expiry(self.grants, Balance.CHAT_MESSAGES)[0]
+
+    @property
+    def free_chat_messages_next_expiry_amount(self) -> int | None:
+        return next_expiry(self.grants, Balance.CHAT_MESSAGES)[1]
+
+    @property
+    def next_due_at(self) -> datetime | None:
+        """The first instant at which time alone changes this user: a hold or a
+        grant expiring, an allowance's next period. (Where the expiry worker
+        looks.)"""
+        moments = [h.expires_at for h in self.holds if h.is_open]
+        moments += [g.expires_at for g in self.grants if g.remaining and g.expires_at]
+        moments += [a.period_end or a.anchor for a in self.allowances]
+        return min(moments, default=None)

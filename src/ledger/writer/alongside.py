@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import psycopg
 
-from ledger import idempotency, snapshots
-from ledger.domain import User
+from ledger import holds_table, idempotency, snapshots
+from ledger.domain import Hold, User
 from ledger.idempotency import IdempotencyKey
 from ledger.writer.batch import NewEvent
 
@@ -73,4 +73,22 @@ class Snapshots:
             await conn.execute(snapshots.STORE, snapshots.store_params(due))
 
 
-DEFAULT_PARTS: tuple[Part, ...] = (IdempotencyOutcomes(), Snapshots())
+class HoldRecords:
+    """Each hold an event placed or closed, as it left it (ledger.holds_table)."""
+
+    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+        rows: dict[tuple[str, str], tuple[str, Hold, int]] = {}
+        for new, position in zip(written.new_events, written.positions, strict=True):
+            hold_id = getattr(new.event, "hold_id", None)
+            if hold_id is None:
+                continue
+            hold = new.state.hold(hold_id)
+            assert hold is not None  # the event that closes a hold leaves it in the state
+            key = (new.event.originator_id, hold_id)
+            placed = rows[key][2] if key in rows else position
+            rows[key] = (new.event.originator_id, hold, placed)
+        if rows:
+            await conn.execute(holds_table.STORE, holds_table.store_params(rows.values()))
+
+
+DEFAULT_PARTS: tuple[Part, ...] = (IdempotencyOutcomes(), Snapshots(), HoldRecords())

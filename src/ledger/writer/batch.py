@@ -13,11 +13,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from ledger import idempotency
-from ledger.commands import Command
-from ledger.domain import Cause, User, UserEvent, UserState
+from ledger.commands import Command, Context
+from ledger.domain import Cause, Hold, User, UserEvent, UserState
 from ledger.errors import (
     DOMAIN_REFUSALS,
     REFUSALS_BY_CODE,
@@ -32,21 +33,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A command's answer: its event, and its user's state right after it, as
-    the API shows them."""
+    """A command's answer, as the API shows it: `{"event", "user", ...}`, its
+    event and its user's state right after it (and what else it concerns, a
+    hold, say)."""
 
-    event: dict[str, Any]
-    user: dict[str, Any]
+    body: dict[str, Any]
     replayed: bool = False  # the stored outcome of an earlier request with the same key
 
+    @property
+    def event(self) -> dict[str, Any]:
+        event: dict[str, Any] = self.body["event"]
+        return event
+
+    @property
+    def user(self) -> dict[str, Any]:
+        user: dict[str, Any] = self.body["user"]
+        return user
+
     def as_outcome(self) -> dict[str, Any]:
-        return {"accepted": {"event": self.event, "user": self.user}}
+        return {"accepted": self.body}
 
 
-#: How an accepted command is shown: (event, state after it, position) to the
-#: event and user of its answer. Given by whoever builds the writer (the API's
-#: shapes live at the edge), and stored with an idempotency key as it was shown.
-Present = Callable[[UserEvent, UserState, int], tuple[dict[str, Any], dict[str, Any]]]
+#: How an accepted command is shown: (its event, the state after it, the
+#: event's position) to its answer. Given by whoever builds the writer (the
+#: API's shapes live at the edge), and stored with an idempotency key as shown.
+Present = Callable[[UserEvent, UserState, int], dict[str, Any]]
 
 #: A command's outcome: its event, or why not (a LedgerError, or an unexpected
 #: error, which only that command's caller hears of).
@@ -72,17 +83,20 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event a batch decided to record: whose command it answers, and the
-    state it leaves its user in."""
+    """An event a batch decided to record, the state it leaves its user in,
+    and which command of the batch it answers (None for what time brought
+    first, recorded before the command's own event)."""
 
-    index: int
+    index: int | None
     event: UserEvent
     state: UserState
 
 
 class Decisions:
-    """Decides `batch` in arrival order against `users` (changed in place: each
-    decided user is the one the next command meets)."""
+    """Decides `batch` in arrival order at `now` against `users` (changed in
+    place: each decided user is the one the next command meets). `recorded`
+    holds, by (user, hold), those of the holds the batch's commands name that
+    have left their user's state, as last recorded."""
 
     def __init__(
         self,
@@ -90,10 +104,14 @@ class Decisions:
         users: dict[str, User | None],
         unreadable: dict[str, HistoryUnreadable],
         stored: dict[IdempotencyKey, StoredOutcome],
+        now: datetime,
+        recorded: dict[tuple[str, str], Hold] | None = None,
     ) -> None:
         self.batch = batch
         self.users = users
         self.unreadable = unreadable
+        self.now = now
+        self.recorded = dict(recorded or {})
         self.results: list[Result | None] = [None] * len(batch)
         self.new_events: list[NewEvent] = []
         #: (key, fingerprint, outcome) of the keys this batch decides.
@@ -112,27 +130,45 @@ class Decisions:
         if command.user_id in self.unreadable:
             self.results[index] = HistoryUnreadable(self.unreadable[command.user_id].detail)
             return
+        before = self.users.get(command.user_id)
+        saved = before.state if before is not None else None
+        context = Context(pending.cause, self.now, self._recorded_hold)
         try:
-            user = command.decide(self.users.get(command.user_id), pending.cause)
-        except LedgerError as refusal:
-            self.results[index] = refusal
-            if key is not None and isinstance(refusal, DOMAIN_REFUSALS):
-                outcome = {"refused": {"code": refusal.code, "detail": refusal.detail}}
-                self.records.append((key, fingerprint, outcome))
-            return
+            user = command.decide(before, context)
         except Exception as error:
-            log.exception("deciding %r failed", command)
+            if before is not None and saved is not None:
+                # Nothing of a refused command is recorded, not even what time
+                # brought before it: its user is as it was.
+                before.collect_events()
+                self.users[command.user_id] = User.from_state(saved)
             self.results[index] = error
+            if not isinstance(error, LedgerError):
+                log.exception("deciding %r failed", command)
+            elif key is not None and isinstance(error, DOMAIN_REFUSALS):
+                refused: dict[str, Any] = {"code": error.code, "detail": error.detail}
+                if error.facts is not None:
+                    refused["facts"] = error.facts
+                self.records.append((key, fingerprint, {"refused": refused}))
             return
         self.users[command.user_id] = user
-        (event,) = cast(list[UserEvent], user.collect_events())
-        self.new_events.append(NewEvent(index, event, user.state))
+        *brought, own = cast(list[UserEvent], user.collect_events())
+        if brought:  # rarely: the state after each of them, for whoever records them
+            for event, state in zip(brought, _states_after(saved, brought), strict=True):
+                self.new_events.append(NewEvent(None, event, state))
+        self.new_events.append(NewEvent(index, own, user.state))
+        for hold in user.state.holds:
+            if not hold.is_open:
+                self.recorded[command.user_id, hold.id] = hold
+
+    def _recorded_hold(self, user_id: str, hold_id: str) -> Hold | None:
+        return self.recorded.get((user_id, hold_id))
 
     def accept(self, positions: Sequence[int], present: Present) -> list[Result]:
         """Complete the results with the positions the new events were given."""
         for new, position in zip(self.new_events, positions, strict=True):
-            event, user = present(new.event, new.state, position)
-            accepted = Accepted(event, user)
+            if new.index is None:
+                continue
+            accepted = Accepted(present(new.event, new.state, position))
             self.results[new.index] = accepted
             pending = self.batch[new.index]
             if pending.key is not None:
@@ -147,6 +183,17 @@ def replay(stored: StoredOutcome, fingerprint: str) -> Result:
     except IdempotencyKeyReused as e:
         return e
     if "accepted" in outcome:
-        return Accepted(outcome["accepted"]["event"], outcome["accepted"]["user"], replayed=True)
+        return Accepted(outcome["accepted"], replayed=True)
     refused = outcome["refused"]
-    return REFUSALS_BY_CODE[refused["code"]](refused["detail"], replayed=True)
+    return REFUSALS_BY_CODE[refused["code"]](
+        refused["detail"], replayed=True, facts=refused.get("facts")
+    )
+
+
+def _states_after(state: UserState | None, events: Sequence[UserEvent]) -> list[UserState]:
+    """The state after each of `events`, from `state`."""
+    states = []
+    for event in events:
+        state = event.evolve(state)
+        states.append(state)
+    return states

@@ -44,8 +44,9 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from ledger import events_table, idempotency, snapshots
+from ledger import events_table, holds_table, idempotency, snapshots
 from ledger.application import Ledger
+from ledger.clock import Clock, system_clock
 from ledger.commands import Command
 from ledger.db import (
     IDLE_IN_TRANSACTION_TIMEOUT,
@@ -54,7 +55,7 @@ from ledger.db import (
     cannot_reach,
     unavailable,
 )
-from ledger.domain import Cause, User
+from ledger.domain import Cause, Hold, User
 from ledger.errors import DatabaseUnavailable, HistoryUnreadable, IdempotencyKeyInUse, LedgerError
 from ledger.idempotency import IdempotencyKey
 from ledger.writer.alongside import DEFAULT_PARTS, Part, Written
@@ -86,6 +87,7 @@ class CommandWriter:
         present: Present,
         *,
         alongside: Sequence[Part] = DEFAULT_PARTS,
+        clock: Clock = system_clock,
         max_batch: int = 500,
         window: float = 0.0005,
         cache_size: int = 50_000,
@@ -97,9 +99,11 @@ class CommandWriter:
         None for a script's one large transaction (an import), which also
         lifts PostgreSQL's limit on its session idling inside a transaction.
         `present` shows an accepted command as its answer; `alongside` are the
-        rows written in each batch's transaction after its events."""
+        rows written in each batch's transaction after its events; `clock` is
+        read once per batch, under the lock, and decides what time has brought."""
         self.ledger = ledger
         self.present = present
+        self.clock = clock
         self.alongside = tuple(alongside)
         self.deadline = deadline
         self.database = database
@@ -274,6 +278,7 @@ class CommandWriter:
         # batch, psycopg/psycopg#685.)
         try:
             await conn.execute(self._begin)
+            now = self.clock()
             stored = {}
             if keys:
                 cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
@@ -290,8 +295,9 @@ class CommandWriter:
             cursor = await conn.execute(events_table.NEWER_THAN, (user_ids, versions))
             unreadable = self._fast_forward(users, await cursor.fetchall())
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
+            recorded = await self._recorded_holds(conn, batch, users)
 
-            decisions = Decisions(batch, users, unreadable, stored)
+            decisions = Decisions(batch, users, unreadable, stored, now, recorded)
 
             positions: list[int] = []
             if decisions.new_events:
@@ -313,6 +319,31 @@ class CommandWriter:
             if user is not None:
                 self._cache.put(user)
         return results
+
+    async def _recorded_holds(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: Sequence[Pending],
+        users: dict[str, User | None],
+    ) -> dict[tuple[str, str], Hold]:
+        """The holds the batch's commands name that are not in their user's
+        state (closed before the user's last event, or unknown), as recorded."""
+        wanted = []
+        for pending in batch:
+            user_id, hold_id = pending.command.user_id, pending.command.existing_hold
+            user = users.get(user_id)
+            if hold_id is not None and user is not None and user.state.hold(hold_id) is None:
+                wanted.append((user_id, hold_id))
+        if not wanted:
+            return {}
+        cursor = await conn.execute(
+            holds_table.LOOKUP, ([u for u, _ in wanted], [h for _, h in wanted])
+        )
+        found = {}
+        for row in await cursor.fetchall():
+            user_id, hold, _ = holds_table.hold_of(row)
+            found[user_id, hold.id] = hold
+        return found
 
     def _fast_forward(
         self, users: dict[str, User | None], rows: list[tuple[Any, ...]]

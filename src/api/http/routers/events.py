@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from api.http.deps import AdminAccess, ReaderAccess, RoleCheckedRoute
+from api.http.params import MAX_POSITION, Limit, UserIdPath
 from api.http.routers import problems
-from api.http.routers.users import MAX_POSITION, Limit, UserIdPath
 from api.http.schemas import AuditOut, EventPage
 from ledger.db import translate_errors
 from ledger.errors import UserNotFound

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BeforeValidator, WithJsonSchema
+from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -18,15 +16,19 @@ from api.http.deps import (
     RoleCheckedRoute,
     ServiceCommand,
 )
+from api.http.params import MAX_POSITION, Limit, MinPosition, UserIdPath
 from api.http.routers import problems
 from api.http.schemas import (
     AmountRequest,
     CommandOut,
+    GrantRequest,
     HistoryPage,
     PlanRequest,
     RegisterRequest,
     UserOut,
 )
+from api.http.schemas.common import Time
+from api.http.waiting import wait_for_projection
 from ledger.commands import (
     ChangePlan,
     GrantChatMessages,
@@ -36,32 +38,12 @@ from ledger.commands import (
     SpendCredits,
 )
 from ledger.db import translate_errors
-from ledger.domain import USER_ID_PATTERN
 from ledger.errors import UserNotFound
 from projections import history
 from projections.users_table import SELECT_USER
-from projections.views import event_view, parse_timestamp, timestamp, user_view
+from projections.views import event_view, row_view, timestamp, user_view
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=RoleCheckedRoute)
-
-#: A strict RFC 3339 time (pydantic's own datetime takes Unix times and more).
-Rfc3339 = Annotated[
-    datetime,
-    BeforeValidator(lambda value: parse_timestamp(value) if isinstance(value, str) else value),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
-UserIdPath = Annotated[
-    str,
-    Path(
-        pattern=USER_ID_PATTERN,
-        max_length=64,
-        description="1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'.",
-        examples=["user_42"],
-    ),
-]
-Limit = Annotated[int, Query(ge=1, le=1000, description="1 to 1000.")]
-#: Positions and versions are PostgreSQL bigints.
-MAX_POSITION = 2**63 - 1
 
 _COMMAND_PROBLEMS = (401, 403, 404, 409, 413, 422, 503)
 
@@ -95,14 +77,13 @@ async def register_user(body: RegisterRequest, context: ServiceCommand) -> Respo
     response_model=CommandOut,
     openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Grant credits",
-    description="Adds to free_credits; refused with `balance-limit` past 2,147,483,647. "
-    "Role: admin.",
+    description="A grant (a lot) of free_credits, with an optional `expires_at` and a "
+    "`priority` (0-100, lower is consumed first); the event carries its `grant_id`. Refused "
+    "with `balance-limit` past 2,147,483,647 (available and held). Role: admin.",
     responses=problems(*_COMMAND_PROBLEMS),
 )
-async def grant_credits(
-    user_id: UserIdPath, body: AmountRequest, context: AdminCommand
-) -> Response:
-    return await context.run(GrantCredits(user_id, body.amount, body.reason), 201)
+async def grant_credits(user_id: UserIdPath, body: GrantRequest, context: AdminCommand) -> Response:
+    return await context.run(_grant(GrantCredits, user_id, body), 201)
 
 
 @router.post(
@@ -111,8 +92,10 @@ async def grant_credits(
     response_model=CommandOut,
     openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Spend credits",
-    description="Takes from free_credits; refused with `insufficient-balance` rather than "
-    "go below 0. Roles: admin, service.",
+    description="Takes from what is available, from grants in their consumption order "
+    "(priority, then soonest expiry, then oldest); the event says which. Refused with "
+    "`insufficient-balance` (with the facts behind it) rather than go below 0. Roles: "
+    "admin, service.",
     responses=problems(*_COMMAND_PROBLEMS),
 )
 async def spend_credits(
@@ -131,9 +114,15 @@ async def spend_credits(
     responses=problems(*_COMMAND_PROBLEMS),
 )
 async def grant_chat_messages(
-    user_id: UserIdPath, body: AmountRequest, context: AdminCommand
+    user_id: UserIdPath, body: GrantRequest, context: AdminCommand
 ) -> Response:
-    return await context.run(GrantChatMessages(user_id, body.amount, body.reason), 201)
+    return await context.run(_grant(GrantChatMessages, user_id, body), 201)
+
+
+def _grant(
+    command: type[GrantCredits | GrantChatMessages], user_id: str, body: GrantRequest
+) -> GrantCredits | GrantChatMessages:
+    return command(user_id, body.amount, body.reason, body.priority, body.expires_at)
 
 
 @router.post(
@@ -181,22 +170,13 @@ async def get_user(
     user_id: UserIdPath,
     services: ReaderAccess,
     request: Request,
-    min_position: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_POSITION, description="Wait until the projection has applied this."),
-    ] = None,
+    min_position: MinPosition = None,
 ) -> Response:
-    reads = services.reads
-    if min_position is not None and not await reads.watcher.wait_for(
-        min_position, services.settings.wait_timeout_seconds
-    ):
-        raise HTTPException(
-            504, f"the projection has not reached position {min_position} yet; retry later"
-        )
-    row = await reads.fetch_one(SELECT_USER, (user_id,))
+    await wait_for_projection(services, min_position)
+    row = await services.reads.fetch_one(SELECT_USER, (user_id,))
     if row is None:
         raise UserNotFound(f"no user with id {user_id!r}")
-    return _json(user_view(services.projection.state(row), int(row["position"])))
+    return _json(row_view(row))
 
 
 @router.get(
@@ -242,7 +222,7 @@ def user_state(
     user_id: UserIdPath,
     services: ReaderAccess,
     at: Annotated[
-        Rfc3339 | None,
+        Time | None,
         Query(description="RFC 3339, with an offset: 2026-01-31T12:00:00Z."),
     ] = None,
     version: Annotated[

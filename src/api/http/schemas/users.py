@@ -1,65 +1,35 @@
-"""The wire format: request and response shapes, documented in the OpenAPI."""
+"""Users and their events on the wire: requests, responses, problems."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.domain import (
-    MAX_AMOUNT,
-    MAX_BALANCE,
-    MAX_REASON_LENGTH,
-    MIN_AMOUNT,
-    USER_ID_PATTERN,
+from api.http.schemas.common import (
+    Amount,
+    BalanceValue,
+    Level,
+    LevelIn,
+    Priority,
+    Reason,
+    RenewalIn,
+    RenewalPeriod,
+    Strict,
+    Time,
+    TimeOut,
+    UserId,
 )
-
-UserId = Annotated[
-    str,
-    Field(
-        pattern=USER_ID_PATTERN,
-        min_length=1,
-        max_length=64,
-        description="1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'.",
-        examples=["user_42"],
-    ),
-]
-Amount = Annotated[
-    StrictInt,
-    Field(
-        ge=MIN_AMOUNT,
-        le=MAX_AMOUNT,
-        description="A whole number from 1 to 1,000,000, written without a decimal point.",
-        examples=[1],
-    ),
-]
-Reason = Annotated[
-    StrictStr | None,
-    Field(
-        max_length=MAX_REASON_LENGTH,
-        pattern=r"^[^\x00]*$",
-        description="Why, for the history (optional).",
-        examples=["chat completion"],
-    ),
-]
-LevelIn = Literal["free", "paid"]
-RenewalIn = Literal["lifetime"]
-Level = Literal["free", "paid", "basic", "pro"]
-RenewalPeriod = Literal["lifetime", "monthly"]
-Balance = Annotated[int | None, Field(ge=0, le=MAX_BALANCE)]
+from ledger.domain import DEFAULT_PRIORITY
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterRequest(_Strict):
+class RegisterRequest(Strict):
     id: UserId
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": "user_42"}]})
 
 
-class AmountRequest(_Strict):
+class AmountRequest(Strict):
     amount: Amount
     reason: Reason = None
 
@@ -69,7 +39,31 @@ class AmountRequest(_Strict):
     )
 
 
-class PlanRequest(_Strict):
+class GrantRequest(AmountRequest):
+    expires_at: Time | None = Field(
+        None,
+        description="When what remains of the grant expires: RFC 3339 with an offset, in "
+        "the future, at most 100 years ahead. None: never.",
+    )
+    priority: Priority = DEFAULT_PRIORITY
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"amount": 100, "reason": "November promotion"},
+                {
+                    "amount": 50,
+                    "reason": "promotion",
+                    "expires_at": "2026-12-31T23:59:59Z",
+                    "priority": 10,
+                },
+            ]
+        },
+    )
+
+
+class PlanRequest(Strict):
     level: LevelIn
     renewal_period: RenewalIn | None = None
 
@@ -83,8 +77,19 @@ class UserOut(BaseModel):
     id: str
     level: Level
     renewal_period: RenewalPeriod | None
-    free_credits: Balance = Field(description="NULL for a user imported from before credits.")
-    free_chat_messages: Balance
+    free_credits: BalanceValue = Field(
+        description="Available: granted, less spent, expired and held. NULL for a user "
+        "imported from before credits."
+    )
+    free_chat_messages: BalanceValue
+    free_credits_held: int = Field(description="What open holds reserve.")
+    free_chat_messages_held: int
+    free_credits_next_expiry_at: TimeOut | None = Field(
+        description="When a remainder of free_credits expires next (null: nothing will)."
+    )
+    free_credits_next_expiry_amount: int | None = Field(description="How much expires then.")
+    free_chat_messages_next_expiry_at: TimeOut | None
+    free_chat_messages_next_expiry_amount: int | None
     version: int = Field(description="The number of events in the user's stream.")
     position: int = Field(description="Global position of the last event applied.")
     updated_at: str = Field(description="When that event was recorded (RFC 3339, UTC).")
@@ -98,6 +103,12 @@ class UserOut(BaseModel):
                     "renewal_period": None,
                     "free_credits": 9,
                     "free_chat_messages": 20,
+                    "free_credits_held": 0,
+                    "free_chat_messages_held": 0,
+                    "free_credits_next_expiry_at": None,
+                    "free_credits_next_expiry_amount": None,
+                    "free_chat_messages_next_expiry_at": None,
+                    "free_chat_messages_next_expiry_amount": None,
                     "version": 2,
                     "position": 1041,
                     "updated_at": "2026-11-26T12:00:00.123456Z",
@@ -108,23 +119,41 @@ class UserOut(BaseModel):
 
 
 class EventMetadata(BaseModel):
-    actor_role: str | None = Field(description="Role of the API key that caused it.")
+    actor_role: str | None = Field(
+        description="Role of the API key that caused it (`time` for what time brought: "
+        "an expiry, an allowance's period)."
+    )
     actor_key_id: str | None = Field(description="Id of that key (never the key).")
     request_id: str | None
     idempotency_key: str | None
 
+    model_config = ConfigDict(extra="allow")
+
+
+#: Every event type the history shows.
+EventType = Literal[
+    "UserRegistered",
+    "UserImported",
+    "PlanChanged",
+    "CreditsGranted",
+    "CreditsSpent",
+    "CreditsExpired",
+    "ChatMessagesGranted",
+    "ChatMessagesSpent",
+    "ChatMessagesExpired",
+    "AllowanceSet",
+    "AllowanceRemoved",
+    "AllowanceGranted",
+    "HoldPlaced",
+    "HoldSettled",
+    "HoldReleased",
+    "HoldExpired",
+]
+
 
 class EventOut(BaseModel):
     id: str
-    type: Literal[
-        "UserRegistered",
-        "UserImported",
-        "CreditsGranted",
-        "CreditsSpent",
-        "ChatMessagesGranted",
-        "ChatMessagesSpent",
-        "PlanChanged",
-    ]
+    type: EventType
     user_id: str
     version: int
     position: int
@@ -203,3 +232,15 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
+    # With insufficient-balance: the facts behind the refusal.
+    balance: str | None = None
+    requested: int | None = None
+    available: int | None = None
+    held: int | None = None
+    shortfall: int | None = None
+    next_allowance_at: str | None = Field(
+        None, description="When an allowance next resets this balance (null: none)."
+    )
+    expiring: dict[str, Any] | None = Field(
+        None, description="What expires next: `{at, amount}`, or null."
+    )

@@ -1,0 +1,196 @@
+"""Grants (lots): every addition to a balance, and the one rule that consumes them.
+
+A grant's amount is always accounted for: what `remaining` is available, what
+is `held` by open holds, what was `spent`, what `expired`. Spends, holds and
+settles all take from grants in one order (`ORDER`): lowest priority first,
+then the soonest expiry (grants that never expire last), then the oldest.
+Credits given back (a release, an expired hold, a settle below the hold) go
+back to the grants they came from; a part that comes back to a grant past its
+expiry expires at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import NamedTuple
+
+from ledger.domain.balance import Balance
+
+DEFAULT_PRIORITY = 50
+MIN_PRIORITY = 0
+MAX_PRIORITY = 100
+
+
+class Source(StrEnum):
+    REGISTRATION = "registration"
+    IMPORT = "import"
+    GRANT = "grant"
+    ALLOWANCE = "allowance"
+    PURCHASE = "purchase"
+
+
+class Grant(NamedTuple):
+    id: str
+    balance: Balance
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+    granted_at: datetime
+    source: str
+    reason: str | None
+    held: int = 0
+    spent: int = 0
+    expired: int = 0
+
+    @property
+    def status(self) -> str:
+        """active (something left, or held), used (all spent), expired (the
+        rest expired)."""
+        if self.remaining or self.held:
+            return "active"
+        return "expired" if self.expired else "used"
+
+    def usable(self, now: datetime) -> bool:
+        """Whether its remainder can be spent or held at `now`."""
+        return self.remaining > 0 and (self.expires_at is None or self.expires_at > now)
+
+    def expired_by(self, moment: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= moment
+
+
+#: (grant id, amount): what an event took from, or gave back to, each grant.
+Part = tuple[str, int]
+
+
+def grant_id(user_id: str, version: int, balance: Balance | None = None) -> str:
+    """The id of the grant made by the event at `version` of a user's stream
+    (an opening event makes one of each balance): stable, so that every replay
+    names a grant the same, old histories included."""
+    return derived_id(user_id, str(version), *([balance.value] if balance is not None else []))
+
+
+def derived_id(*names: str) -> str:
+    """A grant id made from names that say which grant it is."""
+    return "grant_" + hashlib.sha256("/".join(names).encode()).hexdigest()[:20]
+
+
+def order(grant: Grant) -> tuple[int, bool, datetime | None, datetime, str]:
+    """The consumption order: priority, then soonest expiry (none last), then oldest."""
+    return (grant.priority, grant.expires_at is None, grant.expires_at, grant.granted_at, grant.id)
+
+
+def available(grants: Iterable[Grant], balance: Balance, now: datetime) -> int:
+    return sum(g.remaining for g in grants if g.balance is balance and g.usable(now))
+
+
+def draw(grants: Iterable[Grant], balance: Balance, amount: int, now: datetime) -> list[Part]:
+    """Which grants `amount` comes from, in the consumption order; assumes the
+    caller checked that enough is available."""
+    parts: list[Part] = []
+    left = amount
+    usable = (g for g in grants if g.balance is balance and g.usable(now))
+    for grant in sorted(usable, key=order):
+        if left == 0:
+            break
+        take = min(grant.remaining, left)
+        parts.append((grant.id, take))
+        left -= take
+    if left:
+        raise ValueError(f"{amount} is more than the grants hold")
+    return parts
+
+
+def draw_held(
+    grants: Iterable[Grant], held: Sequence[Part], amount: int
+) -> tuple[list[Part], list[Part]]:
+    """A settle of `amount` out of a hold's parts: which of them are spent (in
+    the consumption order) and which go back, in the hold's own order."""
+    by_id = {g.id: g for g in grants}
+    spent: dict[str, int] = {}
+    left = amount
+    for grant_id_, part in sorted(held, key=lambda p: order(by_id[p[0]])):
+        take = min(part, left)
+        if take:
+            spent[grant_id_] = take
+            left -= take
+    back = [(g, part - spent.get(g, 0)) for g, part in held if part - spent.get(g, 0)]
+    return [(g, spent[g]) for g, _ in held if g in spent], back
+
+
+def _changed(grants: tuple[Grant, ...], changes: dict[str, Grant]) -> tuple[Grant, ...]:
+    return tuple(changes.get(g.id, g) for g in grants)
+
+
+def take(grants: tuple[Grant, ...], parts: Sequence[Part], *, hold: bool) -> tuple[Grant, ...]:
+    """Take `parts` from the grants' remainders: into `held` (a hold) or `spent`."""
+    by_id = {g.id: g for g in grants}
+    changes: dict[str, Grant] = {}
+    for grant_id_, amount in parts:
+        g = changes.get(grant_id_) or by_id[grant_id_]
+        if not 0 < amount <= g.remaining:
+            raise ValueError(f"cannot take {amount} from {grant_id_}, which has {g.remaining}")
+        if hold:
+            changes[grant_id_] = g._replace(remaining=g.remaining - amount, held=g.held + amount)
+        else:
+            changes[grant_id_] = g._replace(remaining=g.remaining - amount, spent=g.spent + amount)
+    return _changed(grants, changes)
+
+
+def spend_held(grants: tuple[Grant, ...], parts: Sequence[Part]) -> tuple[Grant, ...]:
+    """Spend `parts` out of what the grants hold for a hold."""
+    by_id = {g.id: g for g in grants}
+    changes: dict[str, Grant] = {}
+    for grant_id_, amount in parts:
+        g = changes.get(grant_id_) or by_id[grant_id_]
+        if not 0 < amount <= g.held:
+            raise ValueError(f"cannot spend {amount} held of {grant_id_}, which holds {g.held}")
+        changes[grant_id_] = g._replace(held=g.held - amount, spent=g.spent + amount)
+    return _changed(grants, changes)
+
+
+def give_back(
+    grants: tuple[Grant, ...], parts: Sequence[Part], moment: datetime
+) -> tuple[tuple[Grant, ...], int]:
+    """Give held `parts` back to their grants at `moment`; what comes back to
+    a grant past its expiry expires at once. Returns the grants and how much
+    expired so."""
+    by_id = {g.id: g for g in grants}
+    changes: dict[str, Grant] = {}
+    expired = 0
+    for grant_id_, amount in parts:
+        g = changes.get(grant_id_) or by_id[grant_id_]
+        if not 0 < amount <= g.held:
+            raise ValueError(f"cannot give {amount} back to {grant_id_}, which holds {g.held}")
+        if g.expired_by(moment):
+            changes[grant_id_] = g._replace(held=g.held - amount, expired=g.expired + amount)
+            expired += amount
+        else:
+            changes[grant_id_] = g._replace(held=g.held - amount, remaining=g.remaining + amount)
+    return _changed(grants, changes), expired
+
+
+def expire(grants: tuple[Grant, ...], grant_id_: str, amount: int) -> tuple[Grant, ...]:
+    """A grant's remainder expires."""
+    g = next((g for g in grants if g.id == grant_id_), None)
+    if g is None or not 0 < amount <= g.remaining:
+        raise ValueError(f"cannot expire {amount} of {grant_id_}")
+    return _changed(grants, {g.id: g._replace(remaining=0, expired=g.expired + amount)})
+
+
+def next_expiry(grants: Iterable[Grant], balance: Balance) -> tuple[datetime | None, int | None]:
+    """When a remainder of `balance` expires next, and how much then (None, None
+    when nothing will)."""
+    soonest: datetime | None = None
+    amount = 0
+    for g in grants:
+        if g.balance is not balance or not g.remaining or g.expires_at is None:
+            continue
+        if soonest is None or g.expires_at < soonest:
+            soonest, amount = g.expires_at, g.remaining
+        elif g.expires_at == soonest:
+            amount += g.remaining
+    return (soonest, amount) if soonest is not None else (None, None)

@@ -1,0 +1,136 @@
+"""Every hold, as last recorded: written in the same transaction as the events
+that place and close it (ledger.writer.alongside), so that it is never behind
+them. A settle or release of a hold that has left the user's state (closed
+before the user's last event) learns here how it closed; the API lists a
+user's holds from here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ledger.db import Table
+from ledger.domain import Balance, Hold
+
+TABLE = "ledger_holds"
+
+CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    user_id         text        NOT NULL,
+    hold_id         text        NOT NULL,
+    balance         text        NOT NULL,
+    amount          integer     NOT NULL,
+    status          text        NOT NULL,
+    reason          text,
+    created_at      timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    settled_amount  integer,
+    closed_at       timestamptz,
+    grants          jsonb       NOT NULL,  -- [[grant_id, amount], ...] it holds of each
+    position        bigint      NOT NULL,  -- of the event that placed it
+    PRIMARY KEY (user_id, hold_id)
+)
+"""
+
+CREATE_INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_by_position ON {TABLE} (user_id, position)"
+
+DEFINITION = Table.of(TABLE, CREATE_TABLE, CREATE_INDEX)
+
+COLUMNS = (
+    "user_id, hold_id, balance, amount, status, reason, created_at, expires_at, "
+    "settled_amount, closed_at, grants, position"
+)
+
+#: Some holds of some users, by (user, hold) pairs.
+LOOKUP = (
+    f"SELECT h.{COLUMNS.replace(', ', ', h.')} FROM unnest(%s::text[], %s::text[]) AS k(u, h_id) "
+    f"JOIN {TABLE} AS h ON h.user_id = k.u AND h.hold_id = k.h_id"
+)
+
+STORE = (
+    f"INSERT INTO {TABLE} ({COLUMNS}) SELECT * FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[], "
+    "%s::timestamptz[], %s::timestamptz[], %s::integer[], %s::timestamptz[], %s::jsonb[], "
+    "%s::bigint[]) "
+    "ON CONFLICT (user_id, hold_id) DO UPDATE SET status = EXCLUDED.status, "
+    "settled_amount = EXCLUDED.settled_amount, closed_at = EXCLUDED.closed_at"
+)
+
+#: Which holds have a status, as a read at %(now)s sees them (open past its
+#: expiry is expired, whether or not its HoldExpired is recorded yet).
+_HAVING_STATUS = {
+    None: "TRUE",
+    "open": "status = 'open' AND expires_at > %(now)s",
+    "expired": "(status = 'expired' OR (status = 'open' AND expires_at <= %(now)s))",
+    "settled": "status = 'settled'",
+    "released": "status = 'released'",
+}
+
+
+def of_user(status: str | None) -> str:
+    """A user's holds (%(user_id)s) with `status`, placed after %(after)s (a
+    position), oldest first, at most %(limit)s."""
+    return (
+        f"SELECT {COLUMNS} FROM {TABLE} WHERE user_id = %(user_id)s "
+        f"AND position > %(after)s AND {_HAVING_STATUS[status]} ORDER BY position LIMIT %(limit)s"
+    )
+
+
+ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE user_id = %s AND hold_id = %s"
+
+POSITION_OF = f"SELECT position FROM {TABLE} WHERE user_id = %s AND hold_id = %s"
+
+
+def hold_of(row: Sequence[Any]) -> tuple[str, Hold, int]:
+    """A LOOKUP, OF_USER or ONE row: the user, the hold, its placement's position."""
+    (user_id, hold_id, balance, amount, status, reason, created, expires, settled, closed) = row[
+        :10
+    ]
+    grants = row[10] if not isinstance(row[10], str | bytes) else orjson.loads(row[10])
+    hold = Hold(
+        id=hold_id,
+        balance=Balance(balance),
+        amount=amount,
+        reason=reason,
+        created_at=created,
+        expires_at=expires,
+        grants=tuple((str(g), int(a)) for g, a in grants),
+        status=status,
+        settled_amount=settled,
+        closed_at=closed,
+    )
+    return user_id, hold, int(row[11])
+
+
+def store_params(rows: Iterable[tuple[str, Hold, int]]) -> list[list[Any]]:
+    """STORE's parameters for (user, hold, position of placement) triples."""
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    for user_id, hold, position in rows:
+        values: tuple[Any, ...] = (
+            user_id,
+            hold.id,
+            hold.balance.value,
+            hold.amount,
+            str(hold.status),
+            hold.reason,
+            hold.created_at,
+            hold.expires_at,
+            hold.settled_amount,
+            hold.closed_at,
+            orjson.dumps([list(p) for p in hold.grants]).decode(),
+            position,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+def status_at(hold: Hold, now: datetime) -> Hold:
+    """As a read at `now` shows it: open past its expiry is expired, whether or
+    not its HoldExpired is recorded yet."""
+    if hold.is_open and hold.expires_at <= now:
+        return hold._replace(status="expired", closed_at=hold.expires_at)
+    return hold
