@@ -198,13 +198,16 @@ class MovableClock:
     called; for a served ledger, the offset is written to the file given as
     LEDGER_CLOCK_OFFSET_FILE, which every process of that ledger reads."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, frozen: bool = False) -> None:
+        """`frozen`: time stands still but for `advance` (in-process only)."""
         self.path = path
         self.offset = 0.0
+        self._frozen_at = datetime.now(UTC) if frozen else None
         self._write()
 
     def __call__(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=self.offset)
+        base = self._frozen_at or datetime.now(UTC)
+        return base + timedelta(seconds=self.offset)
 
     def advance(self, seconds: float) -> datetime:
         self.offset += seconds

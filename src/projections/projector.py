@@ -29,6 +29,7 @@ from ledger.domain import EVENT_TYPES, UserState
 from projections import status as st
 from projections import users_table
 from projections.follower import Follower
+from projections.history import replay_user
 from projections.users import UsersProjection
 from projections.users_table import Table
 
@@ -71,14 +72,18 @@ def decode_rows(
 
 
 def apply_events(
-    conn: psycopg.Connection[Any], table: Table, recorded: Sequence[Recorded]
+    conn: psycopg.Connection[Any], ledger: Ledger, table: Table, recorded: Sequence[Recorded]
 ) -> tuple[int | None, Failure | None]:
     """Fold `recorded` onto the table's rows and write the changed rows, in the
     caller's transaction. Stops before the first event that cannot be applied.
-    Returns the position of the last event applied and the failure, if any."""
-    states: dict[str, tuple[UserState, int]] = table.read(
-        conn, list({r.event.originator_id for r in recorded})
-    )
+    Returns the position of the last event applied and the failure, if any.
+    A row that keeps no state (a live table of the release before, during the
+    rebuild that replaces it) is replayed from the history at its position."""
+
+    def replay(user_id: str, position: int) -> tuple[UserState, int] | None:
+        return replay_user(ledger, conn, user_id, position)
+
+    states = table.read(conn, list({r.event.originator_id for r in recorded}), replay)
     changed: set[str] = set()
     grants: dict[tuple[str, str], tuple[Any, ...]] = {}
     last: int | None = None
@@ -223,7 +228,7 @@ class Projector(Follower):
             if not rows:
                 return 0
             recorded, failure = decode_rows(self.ledger, rows)
-            last, apply_failure = apply_events(conn, table, recorded)
+            last, apply_failure = apply_events(conn, self.ledger, table, recorded)
             failure = apply_failure or failure
             if last is not None:
                 st.record_position(self._tracking, conn, name, last)

@@ -329,7 +329,7 @@ class Rebuild:
         if not rows:
             return 0, position
         recorded, failure = decode_rows(self.ledger, rows)
-        last, apply_failure = apply_events(conn, table, recorded)
+        last, apply_failure = apply_events(conn, self.ledger, table, recorded)
         failure = apply_failure or failure
         if failure is not None:
             raise RebuildError(_describe(failure))

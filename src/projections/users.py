@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 
 from ledger import codec
-from ledger.domain import Balance, Grant, Source, UserState
-from ledger.domain.grants import grant_id
+from ledger.domain import Grant, UserState
 
 #: The User the API shows, and the columns of the contract's users table.
 USER_COLUMNS = (
@@ -103,12 +102,14 @@ class UsersProjection:
             return orjson.dumps(codec.to_dict(state)).decode()
         return getattr(state, column)
 
-    def state(self, row: Mapping[str, Any]) -> UserState:
-        """The state a row records, to fold further events onto."""
+    def state(self, row: Mapping[str, Any]) -> UserState | None:
+        """The state a row keeps, to fold further events onto; None for a row
+        that keeps none (one of a table from before rows kept it, or written
+        by hand): its state is then replayed from the history."""
         kept = row.get("fold_state")
-        if kept is not None:
-            return codec.from_dict(kept if isinstance(kept, dict) else orjson.loads(kept))
-        return _legacy_state(row)
+        if kept is None:
+            return None
+        return codec.from_dict(kept if isinstance(kept, dict) else orjson.loads(kept))
 
     @staticmethod
     def grant_row(user_id: str, grant: Grant, position: int) -> tuple[Any, ...]:
@@ -131,26 +132,3 @@ class UsersProjection:
             grant.status,
             position,
         )
-
-
-def _legacy_state(row: Mapping[str, Any]) -> UserState:
-    """The state of a row from before the users table kept it whole (a live
-    table of the previous release, until its rebuild swaps in): its balances,
-    each as one grant that never expires."""
-    fields = {k: v for k, v in row.items() if k in UserState._fields}
-    grants = tuple(
-        Grant(
-            id=grant_id(str(row["id"]), 0, kind),
-            balance=kind,
-            amount=value,
-            remaining=value,
-            priority=50,
-            expires_at=None,
-            granted_at=row["updated_at"],
-            source=Source.GRANT.value,
-            reason=None,
-        )
-        for kind in Balance
-        if (value := row.get(kind.value))
-    )
-    return UserState(**fields, grants=grants)

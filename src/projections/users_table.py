@@ -3,7 +3,7 @@ the live one, or one being rebuilt."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,9 @@ from psycopg.rows import dict_row
 
 from ledger.domain import Grant, UserState
 from projections.users import GRANT_COLUMNS, USER_COLUMNS, UsersProjection
+
+#: A user's state and position, replayed from history up to a position.
+Replay = Callable[[str, int], tuple[UserState, int] | None]
 
 LIVE_SCHEMA = "public"
 TABLE_NAME = "users"
@@ -127,13 +130,19 @@ class Table:
     # -- reading ------------------------------------------------------------
 
     def read(
-        self, conn: psycopg.Connection[Any], user_ids: Sequence[str]
+        self, conn: psycopg.Connection[Any], user_ids: Sequence[str], replay: Replay
     ) -> dict[str, tuple[UserState, int]]:
-        """The states and positions of those of `user_ids` the table has."""
-        return {
-            user_id: (self.projection.state(row), int(row["position"]))
-            for user_id, row in self.read_rows(conn, user_ids).items()
-        }
+        """The states and positions of those of `user_ids` the table has; of a
+        row that keeps no state, as `replay` gives it at the row's position."""
+        found: dict[str, tuple[UserState, int]] = {}
+        for user_id, row in self.read_rows(conn, user_ids).items():
+            position = int(row["position"])
+            state = self.projection.state(row)
+            if state is not None:
+                found[user_id] = (state, position)
+            elif (replayed := replay(user_id, position)) is not None:
+                found[user_id] = replayed
+        return found
 
     def read_rows(
         self, conn: psycopg.Connection[Any], user_ids: Sequence[str]
@@ -147,9 +156,13 @@ class Table:
             return {row["id"]: dict(row) for row in curs.fetchall()}
 
     def scan(self, conn: psycopg.Connection[Any]) -> Iterable[tuple[UserState, int]]:
-        """Every user, in id order, streamed."""
+        """Every user of a table this release wrote (each row keeps its
+        state), in id order, streamed."""
         for row in self.users.scan(conn):
-            yield self.projection.state(row), int(row["position"])
+            state = self.projection.state(row)
+            if state is None:
+                raise ValueError(f"the row of {row['id']!r} keeps no state")
+            yield state, int(row["position"])
 
     # -- writing --------------------------------------------------------------
 
@@ -205,6 +218,23 @@ def create(conn: psycopg.Connection[Any], schema: str, projection: UsersProjecti
 # -- the API's reads ---------------------------------------------------------
 
 SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"
+
+#: The columns the users table had before the held and next-expiry ones: what
+#: a live table of the previous release has, until the rebuild that follows an
+#: upgrade swaps the new one in.
+PREVIOUS_COLUMNS = (
+    "id",
+    "level",
+    "renewal_period",
+    "free_credits",
+    "free_chat_messages",
+    "version",
+    "position",
+    "updated_at",
+)
+SELECT_USER_BEFORE = (
+    f"SELECT {', '.join(PREVIOUS_COLUMNS)} FROM {LIVE_SCHEMA}.{TABLE_NAME} WHERE id = %s"
+)
 
 #: Which grants have a status, as a read at %(now)s sees them (active past
 #: its expiry is expired, whether or not its expiry is recorded yet).

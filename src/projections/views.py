@@ -72,9 +72,14 @@ def user_view(state: UserState, position: int) -> dict[str, Any]:
     }
 
 
+#: What a User shows for a column a users table of the previous release lacks.
+_NOT_YET = {"free_credits_held": 0, "free_chat_messages_held": 0}
+
+
 def row_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A User, from a users row as the API reads it (USER_COLUMNS)."""
-    return {name: _shown(row[name]) for name in USER_COLUMNS}
+    """A User, from a users row as the API reads it (USER_COLUMNS; a row of the
+    previous release's table shows nothing held and nothing expiring)."""
+    return {name: _shown(row.get(name, _NOT_YET.get(name))) for name in USER_COLUMNS}
 
 
 def hold_view(user_id: str, hold: Hold) -> dict[str, Any]:

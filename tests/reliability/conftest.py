@@ -93,10 +93,11 @@ class Call:
     and again, until it gets an answer)."""
 
     key: str
-    kind: str  # register, grant_credits, spend_credits, grant_chat, spend_chat, plan
+    kind: str  # register, grant_credits, spend_credits, grant_chat, spend_chat, plan, hold
     user_id: str
     amount: int = 0
     level: str = "paid"
+    ttl_seconds: int = 900
 
     def request(self) -> tuple[str, str, str, dict[str, Any]]:
         """method, path, role, body."""
@@ -113,6 +114,9 @@ class Call:
                 return "POST", f"{user}/chat-messages/grants", "admin", amount
             case "spend_chat":
                 return "POST", f"{user}/chat-messages/spends", "service", amount
+            case "hold":
+                hold = {"amount": self.amount, "ttl_seconds": self.ttl_seconds}
+                return "POST", f"{user}/credits/holds", "service", hold
             case "plan":
                 body: dict[str, Any] = {"level": self.level}
                 if self.level == "paid":

@@ -134,6 +134,18 @@ def install(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc)
         return ledger_problem(cannot_reach(exc))
 
+    async def on_table_not_yet(_: Request, exc: Exception) -> Response:
+        # A table, or a column, of this release that the database does not
+        # have yet: the rebuild after an upgrade is still making it.
+        log.warning("the projection is being rebuilt: %s", exc)
+        return problem(
+            503,
+            "projection-rebuilding",
+            "Projection rebuilding",
+            "this release's tables are still being built from the history; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         log.error("unexpected error", exc_info=exc)
         return problem(500, "internal-error", "Internal error", "an unexpected error occurred")
@@ -143,4 +155,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(psycopg.OperationalError, on_database_error)
     app.add_exception_handler(psycopg.InterfaceError, on_database_error)
+    app.add_exception_handler(psycopg.errors.UndefinedTable, on_table_not_yet)
+    app.add_exception_handler(psycopg.errors.UndefinedColumn, on_table_not_yet)
     app.add_exception_handler(Exception, on_unexpected)

@@ -15,7 +15,9 @@ _DESCRIPTIONS = {
     413: "The body is over 64 KiB (`payload-too-large`).",
     422: "Invalid body, path, query or header (`validation-error`, `invalid-json`), "
     "or `idempotency-key-reused`.",
-    503: "PostgreSQL cannot be reached (`database-unavailable`); retry after Retry-After.",
+    503: "PostgreSQL cannot be reached (`database-unavailable`), or, just after an upgrade, "
+    "this release's tables are still being built (`projection-rebuilding`); retry after "
+    "Retry-After.",
     504: "The projection did not reach min_position within 5 s (`projection-timeout`).",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -40,7 +41,7 @@ from ledger.commands import (
 from ledger.db import translate_errors
 from ledger.errors import UserNotFound
 from projections import history
-from projections.users_table import SELECT_USER
+from projections.users_table import SELECT_USER, SELECT_USER_BEFORE
 from projections.views import event_view, row_view, timestamp, user_view
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=RoleCheckedRoute)
@@ -173,7 +174,10 @@ async def get_user(
     min_position: MinPosition = None,
 ) -> Response:
     await wait_for_projection(services, min_position)
-    row = await services.reads.fetch_one(SELECT_USER, (user_id,))
+    try:
+        row = await services.reads.fetch_one(SELECT_USER, (user_id,))
+    except psycopg.errors.UndefinedColumn:  # the previous release's table, until rebuilt
+        row = await services.reads.fetch_one(SELECT_USER_BEFORE, (user_id,))
     if row is None:
         raise UserNotFound(f"no user with id {user_id!r}")
     return _json(row_view(row))
