@@ -27,11 +27,11 @@ from typing import Any
 import orjson
 import psutil
 
-from bench import lag, profile, rebuild, report, throughput
+from bench import lag, profile, rebuild, replies, report, throughput, writer
 from bench.databases import RUN_ID, Server, sweep
 from bench.wrk import ensure_wrk
 
-SECTIONS = ("http", "lag", "rebuild")
+SECTIONS = ("http", "lag", "rebuild", "replies", "writer", "verify")
 
 
 def machine(server: Server) -> dict[str, Any]:
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "lag": lambda: lag.measure(server, warmup=min(args.warmup, 2.0), seconds=args.seconds),
         "rebuild": lambda: rebuild.measure(server, args.events),
+        "replies": lambda: replies.measure(server, warmup=args.warmup, seconds=args.seconds),
+        "writer": lambda: writer.measure(server, seconds=min(args.seconds, 5.0)),
+        "verify": lambda: rebuild.measure_verify(server, args.events),
     }
     for name in args.only:
         _say(f"{name}...")
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  lag p50 {numbers['lag_p50_ms']} ms, p99 {numbers['lag_p99_ms']} ms "
                     f"at {numbers['achieved_rate']} commands/s"
                 )
+            elif name in ("replies", "writer", "verify"):
+                _say(f"  {orjson.dumps(result[name]).decode()[:300]}")
             elif name == "rebuild":
                 numbers = result[name]
                 _say(

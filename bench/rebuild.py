@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from bench import profile
@@ -191,4 +192,29 @@ def measure(server: Server, events: int) -> dict[str, Any]:
         "rebuild": rebuild,
         "raw_read": best,
         "raw_reads": [before, after],
+    }
+
+
+def measure_verify(server: Server, events: int) -> dict[str, Any]:
+    """`ledger verify` of the whole history, in a child process (after sealing
+    it, if it was recorded before the chain): events per second, peak memory."""
+    name, _ = ensure_history(server, events)
+    with server.scratch("verify", template=name) as database:
+        sealed = run_measured(
+            [sys.executable, "-m", "api.cli", "verify", "--seal", "--json"], _ledger_env(database)
+        )
+        if sealed.returncode != 0:
+            raise RuntimeError(f"ledger verify --seal failed:\n{sealed.output[-3000:]}")
+        verified = run_measured(
+            [sys.executable, "-m", "api.cli", "verify", "--json"], _ledger_env(database)
+        )
+        if verified.returncode != 0:
+            raise RuntimeError(f"ledger verify failed:\n{verified.output[-3000:]}")
+    found = orjson.loads(verified.output.strip().splitlines()[-1])
+    return {
+        "events": found["checked"],
+        "seconds": round(verified.seconds, 2),
+        "events_per_second": round(found["checked"] / verified.seconds),
+        "peak_rss_mb": round(verified.peak_rss_mb, 1),
+        "seal_seconds": round(sealed.seconds, 2),
     }

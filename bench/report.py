@@ -169,6 +169,82 @@ def rows(result: dict[str, Any]) -> list[Row]:
                 "",
             )
         )
+    table.extend(_rounds_two(result))
+    return table
+
+
+def _rounds_two(result: dict[str, Any]) -> list[Row]:
+    """Holds, grants, the chain and expiry: each beside its baseline."""
+    table: list[Row] = []
+    replies = result.get("replies")
+    if replies and "replies" in replies:
+        rate = _get(replies, "replies", "replies_per_second")
+        spends = _get(replies, "spends", "spends_per_second")
+        ratio = replies.get("ratio")
+        table.append(
+            Row(
+                "AI replies/s (hold, then settle), 10,000 users, vs spends/s",
+                _num(rate),
+                _num(spends),
+                "n/a" if ratio is None else f"{ratio:.2f}x",
+                ">= 0.45x",
+                _met(None if ratio is None else ratio >= 0.45),
+            )
+        )
+        p99 = _get(replies, "replies", "p99_ms")
+        table.append(
+            Row(
+                "latency p99 of a reply's commands at 64 clients",
+                f"{_num(p99, 1)} ms",
+                "",
+                "",
+                "<= 50 ms",
+                _met(None if p99 is None else p99 <= 50),
+            )
+        )
+    writer = result.get("writer") or {}
+    for key, title, goal in (
+        ("chain", "writer spends/s with the hash chain, vs without", 0.95),
+        ("grants", "writer spends/s, 20 active grants per user, vs one", 0.9),
+    ):
+        pair = writer.get(key)
+        if pair:
+            table.append(
+                Row(
+                    title,
+                    _num(pair.get("scenario_per_second")),
+                    _num(pair.get("baseline_per_second")),
+                    f"{pair['ratio']:.2f}x",
+                    f">= {goal}x",
+                    _met(pair["ratio"] >= goal),
+                )
+            )
+    expiry = writer.get("expiry")
+    if expiry:
+        rate = expiry.get("grants_per_second")
+        table.append(
+            Row(
+                f"grants expired/s, {expiry['grants']:,} at one instant",
+                _num(rate),
+                "",
+                "",
+                ">= 20,000/s",
+                _met(None if rate is None else rate >= 20_000),
+            )
+        )
+    verify = result.get("verify")
+    if verify:
+        rate = verify.get("events_per_second")
+        table.append(
+            Row(
+                f"ledger verify events/s ({verify['events']:,} events)",
+                _num(rate),
+                f"{_num(verify.get('peak_rss_mb'))} MB peak",
+                "",
+                ">= 100,000/s",
+                _met(None if rate is None else rate >= 100_000),
+            )
+        )
     return table
 
 

@@ -18,7 +18,7 @@ from bench.processes import run_measured
 
 THREADS = 2
 CONNECTIONS = 64
-_MARK = "BENCH_RESULT "
+MARK = _MARK = "BENCH_RESULT "
 
 _SCRIPT = """
 local users = %(users)d
@@ -85,6 +85,8 @@ class WrkResult:
     mean_ms: float
     max_ms: float
     wrk_cpu_seconds: float
+    #: What a script counted itself (replies settled, say).
+    counted: int = 0
 
     @property
     def ok_per_second(self) -> float:
@@ -119,12 +121,15 @@ def script(load: Load, key: str, seed: int = 1) -> str:
     }
 
 
-def run(url: str, load: Load, key: str, seconds: float, *, seed: int = 1) -> WrkResult:
-    """wrk -t2 -c64 for `seconds` against `url`."""
+def run(
+    url: str, load: Load, key: str, seconds: float, *, seed: int = 1, lua: str | None = None
+) -> WrkResult:
+    """wrk -t2 -c64 for `seconds` against `url`: spends, or what the `lua`
+    script sends (one that ends with the same result line)."""
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as folder:
-        path = Path(folder) / "spend.lua"
-        path.write_text(script(load, key, seed))
+        path = Path(folder) / "load.lua"
+        path.write_text(lua if lua is not None else script(load, key, seed))
         finished = run_measured(
             [
                 wrk,
@@ -157,5 +162,6 @@ def run(url: str, load: Load, key: str, seconds: float, *, seed: int = 1) -> Wrk
                 mean_ms=raw["mean_us"] / 1000,
                 max_ms=raw["max_us"] / 1000,
                 wrk_cpu_seconds=finished.cpu_seconds,
+                counted=raw.get("counted", 0),
             )
     raise RuntimeError(f"wrk failed ({finished.returncode}):\n{output}")

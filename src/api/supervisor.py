@@ -21,14 +21,15 @@ from ledger.db import Database
 from projections.expiry import ExpiryWorker
 from projections.projector import Projector
 from projections.rebuilds import BackgroundRebuilds
+from projections.sealer import ChainSealer
 
 log = logging.getLogger(__name__)
 
 
 def run_projector(database: Database, settings: Settings, stop: threading.Event) -> None:
-    """Lead (or stand by as) the users projector and the expiry worker, and run
-    the rebuilds the projector is asked for, until `stop` is set. Waits for
-    PostgreSQL if it is away."""
+    """Lead (or stand by as) the users projector, the expiry worker and the
+    chain's sealer, and run the rebuilds the projector is asked for, until
+    `stop` is set. Waits for PostgreSQL if it is away."""
     while True:
         try:
             ledger = Ledger.open(database)
@@ -42,11 +43,14 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
         database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request
     )
     expiry = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
+    sealer = ChainSealer(database, ledger)
     projector.start()
     expiry.start()
+    sealer.start()
     try:
         stop.wait()
     finally:
+        sealer.stop()
         expiry.stop()
         projector.stop()
         rebuilds.join(timeout=5)

@@ -135,3 +135,14 @@ def recorded_after(state: bytes, moment: datetime) -> bool:
         return datetime.fromisoformat(match[1].decode()) > moment
     except ValueError:
         return False
+
+
+def recorded_at(state: bytes) -> datetime | None:
+    """When the stored event `state` was recorded, read without decoding it."""
+    match = _TIMESTAMP.search(state)
+    if match is None:
+        return None
+    try:
+        return datetime.fromisoformat(match[1].decode())
+    except ValueError:
+        return None

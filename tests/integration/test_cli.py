@@ -37,6 +37,7 @@ COMMANDS = [
     "db init",
     "db prune-keys",
     "generate",
+    "verify",
 ]
 
 
@@ -105,7 +106,10 @@ def test_audit_prints_the_timeline_and_exits_1_on_a_difference(
 
     good = ledger(database, "audit", "carol")
     assert good.returncode == 0, good.stderr
-    lines = good.stdout.splitlines()
+    explanation, _, timeline = good.stdout.partition("\ntime ")
+    assert "free_credits: 507 credits available" in explanation  # above the timeline
+    assert "grant " in explanation and "(registration)" in explanation
+    lines = ("time " + timeline).splitlines()
     assert lines[0].split()[:5] == ["time", "event", "amount", "credits", "chat"]
     assert "CreditsGranted" in lines[3] and "510" in lines[3] and "loyalty" in lines[3]
     assert "admin key_cli" in lines[3]

@@ -4,6 +4,8 @@ once, and no balance is ever overdrawn however the spends race."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from ledger.db import Database
-from tests.helpers import projection_position, rows
+from tests.helpers import ledger_process, projection_position, rows
 from tests.reliability.conftest import (
     Call,
     Job,
@@ -147,6 +149,14 @@ def test_64_writers_in_4_processes_leave_an_ordered_log_applied_once(
     # The projector only moves forward, and ends equal to the replay.
     assert watch.positions == sorted(watch.positions)
     audit = assert_projection_is_the_replay(database)
+
+    # Every event is chained, in position order, once: the writers of two
+    # servers never forked the chain.
+    links = rows(database, "SELECT position FROM ledger_chain ORDER BY position")
+    assert [p for (p,) in links] == stored
+    verified = ledger_process("verify", "--json", database=database, stdout=subprocess.PIPE)
+    out, _ = verified.communicate(timeout=120)
+    assert verified.returncode == 0 and json.loads(out)["checked"] == len(stored), out
 
     acknowledged = sum(o.acknowledged for o in outcomes)
     report(

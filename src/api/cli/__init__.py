@@ -7,7 +7,7 @@ import argparse
 
 import psycopg
 
-from api.cli import audit, data, database, rebuild, serve
+from api.cli import audit, data, database, rebuild, serve, verify
 from api.cli.common import cannot, first_line
 from api.settings import Settings
 from api.supervisor import configure_logging
@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
         "in ./.ledger/)",
     )
     sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, rebuild, audit, data, database):
+    for module in (serve, rebuild, audit, verify, data, database):
         module.register(sub, common)
     return main
 

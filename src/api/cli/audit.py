@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 
 from api.bootstrap import Tools, tools
 from api.cli.common import Subparsers, database_of, parse_time
 from api.cli.progress import ProgressBar
+from ledger.domain import as_of
+from ledger.domain.explain import explain
 from projections.audit import LedgerAudit, UserAudit, audit_all, audit_user, ledger_at
 from projections.history import state_at, timeline
 from projections.views import timestamp, user_view
@@ -82,9 +84,27 @@ def _audit_one(t: Tools, user_id: str, at: datetime | None, as_json: bool) -> in
     if as_json:
         print(orjson.dumps({"user_id": user_id, **result.as_dict()}).decode())
     else:
+        _print_explanation(t, user_id)
         _print_timeline(t, user_id, None)
         _print_user_audit(result)
     return 0 if result.consistent else 1
+
+
+def _print_explanation(t: Tools, user_id: str) -> None:
+    """Each balance as of now, in words: what the timeline below adds up to."""
+    found = state_at(t.log, user_id)
+    if found is None:
+        return
+    now = datetime.now(UTC)
+    for name, balance in explain(as_of(found.state, now), now).items():
+        print(f"{name}: {balance['summary']}")
+        for hold in balance["holds"]:
+            why = f" for {hold['reason']}" if hold["reason"] else ""
+            print(f"  hold {hold['id']}: {hold['amount']:,}{why}, until {hold['expires_at']}")
+        for grant in balance["grants"]:
+            until = f", expires {grant['expires_at']}" if grant["expires_at"] else ""
+            print(f"  grant {grant['id']} ({grant['source']}): {grant['remaining']:,} left{until}")
+    print()
 
 
 def _audit_everyone(t: Tools, at: datetime | None, as_json: bool) -> int:

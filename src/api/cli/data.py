@@ -11,6 +11,7 @@ from api.bootstrap import tools
 from api.cli import importing
 from api.cli.common import Subparsers, database_of
 from api.cli.progress import ProgressBar
+from ledger import chain
 
 
 def import_(args: argparse.Namespace) -> int:
@@ -59,6 +60,11 @@ def generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_progress=show,
         )
+        # The old-shape registrations went in by the library's own insert,
+        # without their links: chain them, and what followed them.
+        with database.connect() as conn:
+            while chain.seal(conn, t.ledger.lock_statements, 10_000):
+                pass
     seconds = time.monotonic() - bar.started
     bar.close(f"Recorded {recorded:,} events for {args.users:,} users in {seconds:.1f}s.")
     return 0

@@ -7,7 +7,8 @@ import argparse
 from api.bootstrap import tools
 from api.cli.common import EXIT_CANNOT, Subparsers, database_of
 from api.cli.progress import ProgressBar
-from projections.rebuild import Progress, Rebuild, RebuildError
+from projections.rebuild import Rebuild, RebuildError
+from projections.rebuild_progress import Progress
 
 
 def rebuild(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from ledger import holds_table, idempotency, snapshots
+from ledger import chain, holds_table, idempotency, snapshots
 from ledger.domain import Hold, User
 from ledger.idempotency import IdempotencyKey
 from ledger.writer.batch import NewEvent
@@ -34,6 +34,9 @@ class Written:
     users: dict[str, User | None]
     #: (key, fingerprint, outcome) of the idempotency keys it decided.
     outcomes: Sequence[tuple[IdempotencyKey, str, dict[str, Any]]]
+    #: The new events as the table stores them (topic and state bytes), in order.
+    topics: Sequence[str] = ()
+    states: Sequence[bytes] = ()
 
     def last_positions(self) -> dict[str, int]:
         """The position of each user's last new event."""
@@ -91,4 +94,34 @@ class HoldRecords:
             await conn.execute(holds_table.STORE, holds_table.store_params(rows.values()))
 
 
-DEFAULT_PARTS: tuple[Part, ...] = (IdempotencyOutcomes(), Snapshots(), HoldRecords())
+class ChainLinks:
+    """Each new event's link in the hash chain (ledger.chain), after those of
+    any events recorded since the chain's head by another path (a short
+    stretch; a long one, a history from before the chain, is left to the
+    sealer, and these events with it, so that the chain is always in order)."""
+
+    #: The longest stretch of unchained events a batch chains before its own.
+    LONGEST_GAP = 1000
+
+    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+        if not written.positions:
+            return
+        first = written.positions[0]
+        cursor = await conn.execute(chain.HEAD_AND_GAP, (first, self.LONGEST_GAP + 1))
+        rows = await cursor.fetchall()
+        head_hash = rows[0][1]
+        gap = chain.stored([row[2:] for row in rows if row[2] is not None])
+        if len(gap) > self.LONGEST_GAP:
+            return
+        mine = [
+            chain.Stored(position, new.event.originator_id, new.event.originator_version, t, s)
+            for new, position, t, s in zip(
+                written.new_events, written.positions, written.topics, written.states, strict=True
+            )
+        ]
+        previous = bytes(head_hash) if head_hash is not None else chain.GENESIS
+        positions, hashes = chain.chained(previous, [*gap, *mine])
+        await conn.execute(chain.STORE, (positions, hashes))
+
+
+DEFAULT_PARTS: tuple[Part, ...] = (IdempotencyOutcomes(), Snapshots(), HoldRecords(), ChainLinks())

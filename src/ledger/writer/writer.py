@@ -39,12 +39,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ledger import events_table, holds_table, idempotency, snapshots
+from ledger import events_table
 from ledger.application import Ledger
 from ledger.clock import Clock, system_clock
 from ledger.commands import Command
@@ -55,9 +55,10 @@ from ledger.db import (
     cannot_reach,
     unavailable,
 )
-from ledger.domain import Cause, Hold, User
-from ledger.errors import DatabaseUnavailable, HistoryUnreadable, IdempotencyKeyInUse, LedgerError
+from ledger.domain import Cause, User
+from ledger.errors import DatabaseUnavailable, IdempotencyKeyInUse, LedgerError
 from ledger.idempotency import IdempotencyKey
+from ledger.writer import loading
 from ledger.writer.alongside import DEFAULT_PARTS, Part, Written
 from ledger.writer.batch import Accepted, Decisions, Pending, Present, Result
 from ledger.writer.cache import UserCache
@@ -279,32 +280,28 @@ class CommandWriter:
         try:
             await conn.execute(self._begin)
             now = self.clock()
-            stored = {}
-            if keys:
-                cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
-                stored = idempotency.stored(await cursor.fetchall())
-            if cold:
-                # Users this process has not cached start from their latest
-                # snapshot, not from their first event.
-                cursor = await conn.execute(snapshots.LATEST, (cold,))
-                for (data,) in await cursor.fetchall():
-                    state = snapshots.decode(bytes(data))
-                    if state is not None:
-                        users[state.id] = User.from_state(state)
-            versions = [u.version if u is not None else 0 for u in users.values()]
-            cursor = await conn.execute(events_table.NEWER_THAN, (user_ids, versions))
-            unreadable = self._fast_forward(users, await cursor.fetchall())
+            stored = await loading.stored_outcomes(conn, keys)
+            unreadable = await loading.bring_up_to_date(conn, self.ledger, users, cold)
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
-            recorded = await self._recorded_holds(conn, batch, users)
+            recorded = await loading.recorded_holds(conn, batch, users)
 
             decisions = Decisions(batch, users, unreadable, stored, now, recorded)
 
             positions: list[int] = []
+            columns = self._columns(decisions)
             if decisions.new_events:
-                cursor = await conn.execute(events_table.INSERT, self._columns(decisions))
+                cursor = await conn.execute(events_table.INSERT, columns)
                 positions = [int(row[0]) for row in await cursor.fetchall()]
             results = decisions.accept(positions, self.present)
-            written = Written(decisions.new_events, positions, before, users, decisions.records)
+            written = Written(
+                decisions.new_events,
+                positions,
+                before,
+                users,
+                decisions.records,
+                topics=columns[2],
+                states=columns[3],
+            )
             for part in self.alongside:
                 await part.write(conn, written)
             committing.sent = True
@@ -319,53 +316,6 @@ class CommandWriter:
             if user is not None:
                 self._cache.put(user)
         return results
-
-    async def _recorded_holds(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        batch: Sequence[Pending],
-        users: dict[str, User | None],
-    ) -> dict[tuple[str, str], Hold]:
-        """The holds the batch's commands name that are not in their user's
-        state (closed before the user's last event, or unknown), as recorded."""
-        wanted = []
-        for pending in batch:
-            user_id, hold_id = pending.command.user_id, pending.command.existing_hold
-            user = users.get(user_id)
-            if hold_id is not None and user is not None and user.state.hold(hold_id) is None:
-                wanted.append((user_id, hold_id))
-        if not wanted:
-            return {}
-        cursor = await conn.execute(
-            holds_table.LOOKUP, ([u for u, _ in wanted], [h for _, h in wanted])
-        )
-        found = {}
-        for row in await cursor.fetchall():
-            user_id, hold, _ = holds_table.hold_of(row)
-            found[user_id, hold.id] = hold
-        return found
-
-    def _fast_forward(
-        self, users: dict[str, User | None], rows: list[tuple[Any, ...]]
-    ) -> dict[str, HistoryUnreadable]:
-        """Apply the events read under the lock. Returns the users whose history
-        this release cannot read, and why; their commands are refused alone."""
-        unreadable: dict[str, HistoryUnreadable] = {}
-        for user_id, version, topic, state in rows:
-            if user_id in unreadable:
-                continue
-            try:
-                event = self.ledger.decode_row(user_id, version, topic, state)
-                users[user_id] = cast(User | None, event.mutate(users[user_id]))
-            except HistoryUnreadable as e:
-                unreadable[user_id] = e
-            except Exception as e:
-                unreadable[user_id] = HistoryUnreadable.of(user_id, version, topic, e, applied=True)
-            if user_id in unreadable:
-                log.error("%s", unreadable[user_id].detail)
-        for user_id in unreadable:
-            users[user_id] = None  # never cached, never decided on
-        return unreadable
 
     def _columns(self, decisions: Decisions) -> tuple[list[str], list[int], list[str], list[bytes]]:
         stored = [self.ledger.mapper.to_stored_event(new.event) for new in decisions.new_events]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -140,3 +140,62 @@ class AllowanceOut(BaseModel):
 
 class AllowanceList(BaseModel):
     items: list[AllowanceOut]
+
+
+class ExplainedHold(BaseModel):
+    id: str
+    amount: int
+    reason: str | None
+    expires_at: TimeOut
+
+
+class ExplainedGrant(BaseModel):
+    id: str
+    remaining: int
+    held: int
+    priority: int
+    expires_at: TimeOut | None
+    source: GrantSource
+    reason: str | None
+
+
+class ExplainedAllowance(BaseModel):
+    amount: int
+    period: PeriodName
+    next_reset_at: TimeOut
+
+
+class ExplainedBalance(BaseModel):
+    available: int | None
+    held: int
+    holds: list[ExplainedHold]
+    grants: list[ExplainedGrant] = Field(description="Active grants, in consumption order.")
+    next_expiry: dict[str, Any] | None = Field(description="`{at, amount}`, or null.")
+    allowance: ExplainedAllowance | None
+    summary: str = Field(description="The balance in one sentence.")
+
+
+class Change(BaseModel):
+    position: int
+    version: int
+    recorded_at: TimeOut
+    type: str
+    sentence: str = Field(description="What it did, and who did it.")
+    request_id: str | None
+
+
+class ExplainOut(BaseModel):
+    user_id: str
+    as_of: TimeOut
+    version: int
+    position: int
+    level: str
+    renewal_period: str | None
+    balances: dict[BalanceName, ExplainedBalance]
+    recent: list[Change] = Field(description="The latest changes, newest first.")
+
+
+class ChainHeadOut(BaseModel):
+    position: int = Field(description="The last chained event's position (0: none yet).")
+    hash: str = Field(description="Its link: SHA-256, in hex.")
+    recorded_at: TimeOut | None

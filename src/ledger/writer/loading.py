@@ -1,0 +1,95 @@
+"""What a batch reads under the events table's lock, before it decides: the
+stored outcomes of its idempotency keys, its users brought up to date (from
+the cache or their latest snapshot, plus whatever other processes appended
+since), and the holds its commands name that have left their user's state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, cast
+
+import psycopg
+
+from ledger import events_table, holds_table, idempotency, snapshots
+from ledger.application import Ledger
+from ledger.domain import Hold, User
+from ledger.errors import HistoryUnreadable
+from ledger.idempotency import IdempotencyKey, StoredOutcome
+from ledger.writer.batch import Pending
+
+log = logging.getLogger(__name__)
+
+
+async def stored_outcomes(
+    conn: psycopg.AsyncConnection[Any], keys: Sequence[IdempotencyKey]
+) -> dict[IdempotencyKey, StoredOutcome]:
+    if not keys:
+        return {}
+    cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
+    return idempotency.stored(await cursor.fetchall())
+
+
+async def bring_up_to_date(
+    conn: psycopg.AsyncConnection[Any],
+    ledger: Ledger,
+    users: dict[str, User | None],
+    cold: Sequence[str],
+) -> dict[str, HistoryUnreadable]:
+    """Each of `users` as its stream now ends (in place): those not cached
+    (`cold`) from their latest snapshot, not from their first event; then
+    every event appended since. Returns the users whose history this release
+    cannot read, and why; their commands are refused alone."""
+    if cold:
+        cursor = await conn.execute(snapshots.LATEST, (list(cold),))
+        for (data,) in await cursor.fetchall():
+            state = snapshots.decode(bytes(data))
+            if state is not None:
+                users[state.id] = User.from_state(state)
+    versions = [u.version if u is not None else 0 for u in users.values()]
+    cursor = await conn.execute(events_table.NEWER_THAN, (list(users), versions))
+    return _fast_forward(ledger, users, await cursor.fetchall())
+
+
+def _fast_forward(
+    ledger: Ledger, users: dict[str, User | None], rows: list[tuple[Any, ...]]
+) -> dict[str, HistoryUnreadable]:
+    unreadable: dict[str, HistoryUnreadable] = {}
+    for user_id, version, topic, state in rows:
+        if user_id in unreadable:
+            continue
+        try:
+            event = ledger.decode_row(user_id, version, topic, state)
+            users[user_id] = cast(User | None, event.mutate(users[user_id]))
+        except HistoryUnreadable as e:
+            unreadable[user_id] = e
+        except Exception as e:
+            unreadable[user_id] = HistoryUnreadable.of(user_id, version, topic, e, applied=True)
+        if user_id in unreadable:
+            log.error("%s", unreadable[user_id].detail)
+    for user_id in unreadable:
+        users[user_id] = None  # never cached, never decided on
+    return unreadable
+
+
+async def recorded_holds(
+    conn: psycopg.AsyncConnection[Any], batch: Sequence[Pending], users: dict[str, User | None]
+) -> dict[tuple[str, str], Hold]:
+    """The holds the batch's commands name that are not in their user's state
+    (closed before the user's last event, or unknown), as last recorded."""
+    wanted = []
+    for pending in batch:
+        user_id, hold_id = pending.command.user_id, pending.command.existing_hold
+        user = users.get(user_id)
+        if hold_id is not None and user is not None and user.state.hold(hold_id) is None:
+            wanted.append((user_id, hold_id))
+    if not wanted:
+        return {}
+    cursor = await conn.execute(
+        holds_table.LOOKUP, ([u for u, _ in wanted], [h for _, h in wanted])
+    )
+    found = {}
+    for row in await cursor.fetchall():
+        user_id, hold, _ = holds_table.hold_of(row)
+        found[user_id, hold.id] = hold
+    return found
