@@ -46,6 +46,8 @@ def _prepare(database: Database, prefix: str, grants_each: int) -> list[str]:
     users = [f"{prefix}{i:05d}" for i in range(USERS)]
     try:
         writer.execute_together([(RegisterUser(u), CAUSE) for u in users], timeout=None)
+        # The registration's 10 spent: each user has only the grants made here.
+        writer.execute_together([(SpendCredits(u, 10), CAUSE) for u in users], timeout=None)
         far = datetime.now(UTC) + timedelta(days=3650)
         commands: list[tuple[Command, Any]] = []
         for i, user in enumerate(users):
@@ -111,14 +113,14 @@ def _pairs(
 def chain_cost(server: Server, seconds: float) -> dict[str, Any]:
     without = tuple(p for p in DEFAULT_PARTS if not isinstance(p, ChainLinks))
     with server.scratch("writer_chain") as database:
-        users = _prepare(database, "c", 0)
+        users = _prepare(database, "c", 1)
         return _pairs((database, users, without), (database, users, DEFAULT_PARTS), seconds)
 
 
 def many_grants(server: Server, seconds: float) -> dict[str, Any]:
     with server.scratch("writer_one_grant") as one, server.scratch("writer_20_grants") as many:
-        users_one = _prepare(one, "o", 0)
-        users_many = _prepare(many, "m", 19)  # with the registration's: 20
+        users_one = _prepare(one, "o", 1)
+        users_many = _prepare(many, "m", 20)
         return _pairs((one, users_one, DEFAULT_PARTS), (many, users_many, DEFAULT_PARTS), seconds)
 
 

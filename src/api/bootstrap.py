@@ -21,7 +21,7 @@ from api.keys import Keyring, Role, generated_admin_key
 from api.settings import Settings
 from ledger.application import Ledger
 from ledger.clock import Clock, clock_from
-from ledger.db import Database, Table, advisory_lock, missing
+from ledger.db import REPLICA_CONNECT_TIMEOUT, Database, Table, advisory_lock, missing
 from ledger.writer import CommandWriter
 from projections.log import EventLog
 from projections.tables import tables as read_side_tables
@@ -112,11 +112,14 @@ class Services:
     keyring: Keyring
     metrics: Metrics
     projection: UsersProjection
-    #: The one pool for the reads that run on threads (history, audit,
-    #: projections, readiness, metrics): bounded, so that a burst of them
-    #: cannot use up the server's connections.
+    #: The pool for the primary's reads that run on threads (projections,
+    #: readiness, metrics, rebuild requests, the chain's head): bounded, so
+    #: that a burst of them cannot use up the server's connections.
     pool: ConnectionPool[psycopg.Connection[Any]]
-    #: History reads, on `pool`.
+    #: The same for the queries that may go to a read replica (history,
+    #: audits): the replica's pool, or `pool` itself without one.
+    replica_pool: ConnectionPool[psycopg.Connection[Any]]
+    #: History reads, on `replica_pool` (and `pool` while a replica is away).
     log: EventLog
     #: The point reads on the event loop, and read-your-writes.
     reads: Reads
@@ -125,12 +128,16 @@ class Services:
 
     async def start(self) -> None:
         self.pool.open(wait=False)
+        if self.replica_pool is not self.pool:
+            self.replica_pool.open(wait=False)
         await self.reads.open()
         await self.writer.start()
 
     async def stop(self) -> None:
         await self.writer.stop()
         await self.reads.close()
+        if self.replica_pool is not self.pool:
+            self.replica_pool.close()
         self.pool.close()
         self.ledger.close()
 
@@ -154,7 +161,14 @@ def build_services(
     )
     keys, _ = keyring(settings)
     pool = database.read_pool(settings.pool_size)
-    reads = Reads(database, projection.name, settings.pool_size)
+    replica = Database(settings.read_database_url) if settings.read_database_url else None
+    replica_pool = (
+        replica.read_pool(settings.pool_size, timeout=REPLICA_CONNECT_TIMEOUT)
+        if replica is not None
+        else pool
+    )
+    log_ = EventLog(ledger, replica_pool, pool if replica is not None else None)
+    reads = Reads(database, projection.name, settings.pool_size, replica)
     return Services(
         settings,
         database,
@@ -164,7 +178,8 @@ def build_services(
         metrics,
         projection,
         pool,
-        EventLog(ledger, pool),
+        replica_pool,
+        log_,
         reads,
         clock,
     )

@@ -14,6 +14,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="PostgreSQL to use; unset, an embedded server in LEDGER_HOME."
     )
+    read_database_url: str | None = Field(
+        None,
+        description="A read replica of it, for queries of the users table and of history "
+        "(falling back to the primary while it cannot be reached).",
+    )
     home: Path = Field(Path(".ledger"), description="Embedded database and generated key.")
     host: str = "127.0.0.1"
     port: int = 8000

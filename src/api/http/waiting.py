@@ -92,13 +92,12 @@ class PositionWatcher:
 
 
 async def wait_for_projection(services: Services, min_position: int | None) -> None:
-    """Read-your-writes: until the projection has applied `min_position`, up
-    to LEDGER_WAIT_TIMEOUT_SECONDS; then 504 projection-timeout."""
+    """Read-your-writes: until the projection has applied `min_position` (on
+    the read replica too, with one), up to LEDGER_WAIT_TIMEOUT_SECONDS; then
+    504 projection-timeout."""
     if min_position is None:
         return
-    if not await services.reads.watcher.wait_for(
-        min_position, services.settings.wait_timeout_seconds
-    ):
+    if not await services.reads.reached(min_position, services.settings.wait_timeout_seconds):
         raise HTTPException(
             504, f"the projection has not reached position {min_position} yet; retry later"
         )

@@ -47,14 +47,25 @@ class Written:
 
 
 class Part(Protocol):
-    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
-        """Add this part's rows for `written`, in the batch's transaction."""
+    #: A query (without parameters) run as the batch takes the lock, in the
+    #: same round trip; its rows are handed to `write` (None: nothing to read).
+    at_lock: str | None
+
+    async def write(
+        self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
+    ) -> None:
+        """Add this part's rows for `written`, in the batch's transaction;
+        `found` are the rows its `at_lock` query read."""
 
 
 class IdempotencyOutcomes:
     """The first outcome of each key (see ledger.idempotency)."""
 
-    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+    at_lock: str | None = None
+
+    async def write(
+        self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
+    ) -> None:
         if written.outcomes:
             await conn.execute(idempotency.STORE, idempotency.store_params(written.outcomes))
 
@@ -63,7 +74,11 @@ class Snapshots:
     """A snapshot of each user whose stream passed a multiple of
     snapshots.EVERY events (see ledger.snapshots)."""
 
-    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+    at_lock: str | None = None
+
+    async def write(
+        self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
+    ) -> None:
         last = written.last_positions()
         due = [
             snapshots.Snapshot(user.state, last[user_id])
@@ -79,7 +94,11 @@ class Snapshots:
 class HoldRecords:
     """Each hold an event placed or closed, as it left it (ledger.holds_table)."""
 
-    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+    at_lock: str | None = None
+
+    async def write(
+        self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
+    ) -> None:
         rows: dict[tuple[str, str], tuple[str, Hold, int]] = {}
         for new, position in zip(written.new_events, written.positions, strict=True):
             hold_id = getattr(new.event, "hold_id", None)
@@ -103,16 +122,23 @@ class ChainLinks:
     #: The longest stretch of unchained events a batch chains before its own.
     LONGEST_GAP = 1000
 
-    async def write(self, conn: psycopg.AsyncConnection[Any], written: Written) -> None:
+    #: The chain's head and the events table's, read as the lock is taken.
+    at_lock: str | None = chain.HEADS
+
+    async def write(
+        self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
+    ) -> None:
         if not written.positions:
             return
-        first = written.positions[0]
-        cursor = await conn.execute(chain.HEAD_AND_GAP, (first, self.LONGEST_GAP + 1))
-        rows = await cursor.fetchall()
-        head_hash = rows[0][1]
-        gap = chain.stored([row[2:] for row in rows if row[2] is not None])
-        if len(gap) > self.LONGEST_GAP:
-            return
+        ((chained_to, head_hash, events_to),) = found
+        gap: list[chain.Stored] = []
+        if events_to is not None and events_to != chained_to:  # rarely: chain those first
+            first = written.positions[0]
+            cursor = await conn.execute(chain.HEAD_AND_GAP, (first, self.LONGEST_GAP + 1))
+            rows = await cursor.fetchall()
+            gap = chain.stored([row[2:] for row in rows if row[2] is not None])
+            if len(gap) > self.LONGEST_GAP:
+                return
         mine = [
             chain.Stored(position, new.event.originator_id, new.event.originator_version, t, s)
             for new, position, t, s in zip(

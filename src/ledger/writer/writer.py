@@ -117,7 +117,11 @@ class CommandWriter:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # The library's lock and notify statements, rendered once, after a BEGIN.
         notify = sql.SQL("NOTIFY {}").format(sql.Identifier(events_table.CHANNEL))
-        self._begin = "; ".join(["BEGIN", *ledger.lock_statements, notify.as_string()])
+        # Then what the parts written alongside read as the lock is taken.
+        self._at_lock = [part.at_lock for part in self.alongside if part.at_lock is not None]
+        self._begin = "; ".join(
+            ["BEGIN", *ledger.lock_statements, notify.as_string(), *self._at_lock]
+        )
         self._unavailable_until = 0.0
         self._saving = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -278,8 +282,9 @@ class CommandWriter:
         # pipeline mode: psycopg's async pipeline can stall sending a large
         # batch, psycopg/psycopg#685.)
         try:
-            await conn.execute(self._begin)
+            begun = await conn.execute(self._begin)
             now = self.clock()
+            found = await self._found_at_lock(begun)
             stored = await loading.stored_outcomes(conn, keys)
             unreadable = await loading.bring_up_to_date(conn, self.ledger, users, cold)
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
@@ -303,7 +308,7 @@ class CommandWriter:
                 states=columns[3],
             )
             for part in self.alongside:
-                await part.write(conn, written)
+                await part.write(conn, written, found.get(id(part), ()))
             committing.sent = True
             await conn.execute("COMMIT")
         except BaseException:
@@ -316,6 +321,16 @@ class CommandWriter:
             if user is not None:
                 self._cache.put(user)
         return results
+
+    async def _found_at_lock(self, begun: psycopg.AsyncCursor[Any]) -> dict[int, list[Any]]:
+        """The rows of each part's `at_lock` query, from the begin's results
+        (BEGIN, the lock, NOTIFY, then those queries, in order)."""
+        results: list[list[Any]] = []
+        while begun.nextset():
+            if begun.description is not None:
+                results.append(await begun.fetchall())
+        parts = [part for part in self.alongside if part.at_lock is not None]
+        return {id(part): rows for part, rows in zip(parts, results, strict=True)}
 
     def _columns(self, decisions: Decisions) -> tuple[list[str], list[int], list[str], list[bytes]]:
         stored = [self.ledger.mapper.to_stored_event(new.event) for new in decisions.new_events]

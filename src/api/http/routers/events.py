@@ -52,7 +52,7 @@ def all_events(
     responses=problems(401, 403, 404, 422, 503),
 )
 def audit(user_id: UserIdPath, services: ReaderAccess) -> Response:
-    with translate_errors(), services.pool.connection() as conn:
+    with translate_errors(), services.replica_pool.connection() as conn:
         result = audit_user(conn, services.ledger, user_id, services.projection)
     if result is None:
         raise UserNotFound(f"no user with id {user_id!r}")
