@@ -23,6 +23,7 @@ GRANT_FIELDS = {
     "held",
     "spent",
     "expired",
+    "clawed_back",
     "priority",
     "expires_at",
     "granted_at",
