@@ -21,7 +21,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import Environment, get_topic
 from psycopg.rows import dict_row
 
-from ledger import events_table, holds_table, idempotency, snapshots
+from ledger import events_table, holds_table, idempotency, snapshots, stripe_table
 from ledger.db import POOL_RECONNECT_TIMEOUT, Database, Table
 from ledger.domain import UserEvent, UserState
 from ledger.errors import HistoryUnreadable
@@ -85,7 +85,13 @@ class Ledger(Application[str]):
     def tables(self) -> list[Table]:
         """Every table of the write side, in the order they are created."""
         events = Table(events_table.TABLE, lambda _: self.postgres.create_table())
-        return [events, idempotency.DEFINITION, snapshots.DEFINITION, holds_table.DEFINITION]
+        return [
+            events,
+            idempotency.DEFINITION,
+            snapshots.DEFINITION,
+            holds_table.DEFINITION,
+            *stripe_table.DEFINITIONS,
+        ]
 
     @property
     def lock_statements(self) -> list[str]:

@@ -8,7 +8,9 @@ per command is what lets the ledger scale.
 A batch runs like this, in one transaction:
 
 1. take the table lock (the library's own lock statements, and its NOTIFY);
-2. read stored outcomes of the batch's idempotency keys;
+2. read stored outcomes of the batch's idempotency keys, and what else its
+   commands need read under the lock (ledger.writer.recorded: closed holds;
+   for a Stripe delivery, decided in a batch of its own, what was received);
 3. bring the batch's users up to date: from an in-process cache (or the latest
    snapshot), plus any events other processes appended since (read under the
    lock, so nothing can slip in);
@@ -19,7 +21,7 @@ A batch runs like this, in one transaction:
    (the same insert as the library's, with one array per column: see
    ledger.events_table.INSERT), then the rows written alongside them
    (ledger.writer.alongside: the outcomes of the batch's idempotency keys, the
-   snapshots that are due);
+   snapshots that are due, the holds, the Stripe events received);
 6. commit. Only then is any caller answered.
 
 Because decisions are made under the lock, two processes can never both spend
@@ -44,10 +46,10 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from ledger import events_table, holds_table, idempotency, snapshots
+from ledger import events_table, idempotency, snapshots
 from ledger.application import Ledger
 from ledger.clock import Clock, system_clock
-from ledger.commands import Command
+from ledger.commands import NO_USER, Command
 from ledger.db import (
     IDLE_IN_TRANSACTION_TIMEOUT,
     LOCK_TIMEOUT,
@@ -55,9 +57,10 @@ from ledger.db import (
     cannot_reach,
     unavailable,
 )
-from ledger.domain import Cause, Hold, User
+from ledger.domain import Cause, User
 from ledger.errors import DatabaseUnavailable, HistoryUnreadable, IdempotencyKeyInUse, LedgerError
 from ledger.idempotency import IdempotencyKey
+from ledger.writer import recorded
 from ledger.writer.alongside import DEFAULT_PARTS, Part, Written
 from ledger.writer.batch import Accepted, Decisions, Pending, Present, Result
 from ledger.writer.cache import UserCache
@@ -112,6 +115,8 @@ class CommandWriter:
         self._cache = UserCache(cache_size)
         self._on_batch = on_batch
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
+        #: A command taken from the queue to be decided alone, in the next batch.
+        self._next: Pending | None = None
         self._in_flight: set[IdempotencyKey] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # The library's lock and notify statements, rendered once, after a BEGIN.
@@ -176,7 +181,7 @@ class CommandWriter:
     async def _run(self) -> None:
         previous_size = 0
         while True:
-            item = await self._queue.get()
+            item, self._next = self._next or await self._queue.get(), None
             if item is None:
                 return
             batch = [item]
@@ -191,7 +196,10 @@ class CommandWriter:
                 return
 
     def _drain(self, batch: list[Pending]) -> bool:
-        """Add whatever is queued. Returns True if a stop was requested."""
+        """Add whatever is queued, up to a command decided alone (kept for the
+        next batch). Returns True if a stop was requested."""
+        if batch[0].command.alone or self._next is not None:
+            return False
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -199,6 +207,9 @@ class CommandWriter:
                 return False
             if item is None:
                 return True
+            if item.command.alone:
+                self._next = item
+                return False
             batch.append(item)
         return False
 
@@ -268,9 +279,6 @@ class CommandWriter:
         committing: _Committing,
     ) -> list[Result]:
         keys = [p.key for p in batch if p.key is not None]
-        user_ids = sorted({p.command.user_id for p in batch})
-        users: dict[str, User | None] = {uid: self._cache.get(uid) for uid in user_ids}
-        cold = [uid for uid, user in users.items() if user is None]
 
         # Begin, take the lock and queue the projector's wake-up in one round
         # trip; then read under the lock, decide, insert, commit. (Not in
@@ -279,6 +287,11 @@ class CommandWriter:
         try:
             await conn.execute(self._begin)
             now = self.clock()
+            # A Stripe delivery's user may be known only now (see recorded.received).
+            received = await recorded.received(conn, batch)
+            user_ids = sorted({p.command.user_id for p in batch} - {NO_USER})
+            users: dict[str, User | None] = {uid: self._cache.get(uid) for uid in user_ids}
+            cold = [uid for uid, user in users.items() if user is None]
             stored = {}
             if keys:
                 cursor = await conn.execute(idempotency.LOOKUP, idempotency.lookup_params(keys))
@@ -295,16 +308,23 @@ class CommandWriter:
             cursor = await conn.execute(events_table.NEWER_THAN, (user_ids, versions))
             unreadable = self._fast_forward(users, await cursor.fetchall())
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
-            recorded = await self._recorded_holds(conn, batch, users)
+            holds = await recorded.recorded_holds(conn, batch, users)
 
-            decisions = Decisions(batch, users, unreadable, stored, now, recorded)
+            decisions = Decisions(batch, users, unreadable, stored, now, holds, received)
 
             positions: list[int] = []
             if decisions.new_events:
                 cursor = await conn.execute(events_table.INSERT, self._columns(decisions))
                 positions = [int(row[0]) for row in await cursor.fetchall()]
             results = decisions.accept(positions, self.present)
-            written = Written(decisions.new_events, positions, before, users, decisions.records)
+            written = Written(
+                decisions.new_events,
+                positions,
+                before,
+                users,
+                decisions.records,
+                [(p.command, r) for p, r in zip(batch, results, strict=True)],
+            )
             for part in self.alongside:
                 await part.write(conn, written)
             committing.sent = True
@@ -319,31 +339,6 @@ class CommandWriter:
             if user is not None:
                 self._cache.put(user)
         return results
-
-    async def _recorded_holds(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        batch: Sequence[Pending],
-        users: dict[str, User | None],
-    ) -> dict[tuple[str, str], Hold]:
-        """The holds the batch's commands name that are not in their user's
-        state (closed before the user's last event, or unknown), as recorded."""
-        wanted = []
-        for pending in batch:
-            user_id, hold_id = pending.command.user_id, pending.command.existing_hold
-            user = users.get(user_id)
-            if hold_id is not None and user is not None and user.state.hold(hold_id) is None:
-                wanted.append((user_id, hold_id))
-        if not wanted:
-            return {}
-        cursor = await conn.execute(
-            holds_table.LOOKUP, ([u for u, _ in wanted], [h for _, h in wanted])
-        )
-        found = {}
-        for row in await cursor.fetchall():
-            user_id, hold, _ = holds_table.hold_of(row)
-            found[user_id, hold.id] = hold
-        return found
 
     def _fast_forward(
         self, users: dict[str, User | None], rows: list[tuple[Any, ...]]
