@@ -13,6 +13,7 @@ from api.http.schemas.balances import (
     ReleaseRequest,
     SettleRequest,
 )
+from api.http.schemas.stripe import StripeDeliveryOut, StripeEventOut, StripeEventPage
 from api.http.schemas.users import (
     AmountRequest,
     AuditOut,
@@ -53,5 +54,8 @@ __all__ = [
     "RegisterRequest",
     "ReleaseRequest",
     "SettleRequest",
+    "StripeDeliveryOut",
+    "StripeEventOut",
+    "StripeEventPage",
     "UserOut",
 ]
