@@ -377,10 +377,12 @@ class ApplyStripeEvent(Command):
                     user = User.register(self.user_id, context.cause, now)
                 else:
                     user.catch_up(now)
-            except InvalidCommand as e:
+                paid = (fact.amount, fact.currency)
+                user.complete_purchase(
+                    fact.purchase_id, fact.offer, paid, payment, context.cause, now
+                )
+            except InvalidCommand as e:  # refused for good: Stripe need not send it again
                 raise Rejected(e.detail) from e
-            paid = (fact.amount, fact.currency)
-            user.complete_purchase(fact.purchase_id, fact.offer, paid, payment, context.cause, now)
             for delivery, change in received.waiting:
                 assert payment is not None  # what waits for a purchase names its payment
                 with contextlib.suppress(NotApplied):  # each refuses before it records

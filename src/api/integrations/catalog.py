@@ -86,7 +86,7 @@ def _problems(name: str, terms: Any) -> list[str]:
         problems.append("currency: must be a three-letter ISO code in lower case, such as 'usd'")
     problems += _integer(terms, "credits", 1, MAX_AMOUNT)
     problems += _integer(terms, "priority", MIN_PRIORITY, MAX_PRIORITY)
-    problems += _integer(terms, "credits_expire_after_days", 1, LONGEST_EXPIRY.days)
+    problems += _integer(terms, "credits_expire_after_days", 1, LONGEST_EXPIRY.days - 1)
     if "credits" not in terms:
         problems += [
             f"{f}: applies to credits, and it buys none" for f in _CREDIT_TERMS if f in terms
