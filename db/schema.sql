@@ -66,7 +66,7 @@ CREATE INDEX IF NOT EXISTS users_next_due_at ON users (next_due_at)
     WHERE next_due_at IS NOT NULL;
 
 -- Every grant (lot) of every user, as the fold leaves it: what remains, is
--- held, was spent or expired.
+-- held, was spent, expired or was clawed back.
 CREATE TABLE IF NOT EXISTS grants (
     user_id     text NOT NULL,
     id          text NOT NULL,
@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS grants (
     held        integer NOT NULL CHECK (held >= 0),
     spent       integer NOT NULL CHECK (spent >= 0),
     expired     integer NOT NULL CHECK (expired >= 0),
+    -- Taken back by the refunds and disputes of the purchase that made it.
+    clawed_back integer NOT NULL DEFAULT 0 CHECK (clawed_back >= 0),
     priority    integer NOT NULL,
     expires_at  timestamptz,
     granted_at  timestamptz NOT NULL,
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS grants (
     status      text NOT NULL,
     position    bigint NOT NULL,  -- of the event that made it
     PRIMARY KEY (user_id, id),
-    CHECK (remaining + held + spent + expired = amount)
+    CHECK (remaining + held + spent + expired + clawed_back = amount)
 );
 
 CREATE INDEX IF NOT EXISTS grants_by_position ON grants (user_id, position);

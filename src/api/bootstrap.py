@@ -17,6 +17,8 @@ from psycopg_pool import ConnectionPool
 from api.embedded import start as start_embedded
 from api.http.metrics import Metrics
 from api.http.reads import Reads
+from api.integrations import catalog
+from api.integrations.stripe import StripeWebhook
 from api.keys import Keyring, Role, generated_admin_key
 from api.settings import Settings
 from ledger.application import Ledger
@@ -125,6 +127,8 @@ class Services:
     reads: Reads
     #: What tells the time: the writer's, and every read that shows expiry as of now.
     clock: Clock
+    #: Stripe's deliveries, if LEDGER_STRIPE_WEBHOOK_SECRETS is set.
+    stripe: StripeWebhook | None = None
 
     async def start(self) -> None:
         self.pool.open(wait=False)
@@ -182,7 +186,26 @@ def build_services(
         log_,
         reads,
         clock,
+        stripe_webhook(settings),
     )
+
+
+def stripe_webhook(settings: Settings) -> StripeWebhook | None:
+    """Stripe's webhook, as configured: its secrets and its catalogue, checked
+    whole (catalog.CatalogError names every mistake, by SKU and field)."""
+    if not settings.stripe_webhook_secrets:
+        return None
+    if settings.stripe_catalog is None:
+        raise catalog.CatalogError(
+            "LEDGER_STRIPE_WEBHOOK_SECRETS is set, but LEDGER_STRIPE_CATALOG is not: "
+            "name the TOML file of what each SKU buys"
+        )
+    webhook = StripeWebhook.of(
+        settings.stripe_webhook_secrets, catalog.load(settings.stripe_catalog)
+    )
+    if not webhook.secrets:
+        raise catalog.CatalogError("LEDGER_STRIPE_WEBHOOK_SECRETS names no secret")
+    return webhook
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(None, description="role:key,role:key (admin, service, reader).")
     projector: bool = Field(True, description="Run a projector process with `ledger serve`.")
     log_level: str = "info"
+    stripe_webhook_secrets: str | None = Field(
+        None,
+        description="whsec_...,whsec_... : the signing secrets of the Stripe webhook endpoint "
+        "(two while one is rotated). Unset, POST /v1/stripe/webhook answers 404.",
+    )
+    stripe_catalog: Path | None = Field(
+        None, description="The TOML catalogue of what each SKU buys and costs."
+    )
     clock_offset_file: Path | None = Field(
         None,
         description="A file holding seconds to move the ledger's clock by (tests and "

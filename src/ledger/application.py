@@ -21,7 +21,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import Environment, get_topic
 from psycopg.rows import dict_row
 
-from ledger import chain, events_table, holds_table, idempotency, snapshots
+from ledger import chain, events_table, holds_table, idempotency, snapshots, stripe_table
 from ledger.db import POOL_RECONNECT_TIMEOUT, Database, Table
 from ledger.domain import UserEvent, UserState
 from ledger.errors import HistoryUnreadable
@@ -90,6 +90,7 @@ class Ledger(Application[str]):
             idempotency.DEFINITION,
             snapshots.DEFINITION,
             holds_table.DEFINITION,
+            *stripe_table.DEFINITIONS,
             chain.DEFINITION,
         ]
 

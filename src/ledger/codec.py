@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from ledger.domain import Allowance, Balance, Grant, Hold, UserState
+from ledger.domain.purchases import Purchase
 
 
 def _times(fields: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -24,6 +25,7 @@ def to_dict(state: UserState) -> dict[str, Any]:
     fields["grants"] = [g._asdict() for g in state.grants]
     fields["holds"] = [h._asdict() for h in state.holds]
     fields["allowances"] = [a._asdict() for a in state.allowances]
+    fields["purchases"] = [p._asdict() for p in state.purchases]
     return fields
 
 
@@ -61,6 +63,9 @@ def from_dict(fields: dict[str, Any]) -> UserState:
             )
         )
         for a in fields.get("allowances", ())
+    )
+    fields["purchases"] = tuple(
+        Purchase(**{**p, "refund_ids": tuple(p["refund_ids"])}) for p in fields.get("purchases", ())
     )
     return UserState(**fields)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ledger import idempotency
 from ledger.domain import (
@@ -17,7 +18,22 @@ from ledger.domain import (
     Hold,
     User,
 )
-from ledger.errors import NothingDue, UserExists, UserNotFound
+from ledger.domain.purchases import Change, Offer
+from ledger.errors import (
+    AlreadyReceived,
+    Ignored,
+    InvalidCommand,
+    NotApplied,
+    NothingDue,
+    Rejected,
+    UserExists,
+    UserNotFound,
+    Waiting,
+)
+
+#: The user of a command whose user the writer finds under the lock (a Stripe
+#: refund names a payment, not a user): never a user's id.
+NO_USER = ""
 
 
 def _no_hold(user_id: str, hold_id: str) -> Hold | None:
@@ -25,18 +41,54 @@ def _no_hold(user_id: str, hold_id: str) -> Hold | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """A Stripe event as received: its id and type, the object it is about
+    (cs_, re_, ch_, du_...), and the payment it concerns."""
+
+    event_id: str
+    type: str
+    object_id: str
+    payment_intent: str | None = None
+
+    def cause(self, request_id: str | None = None) -> Cause:
+        """Who the events it causes are recorded as caused by."""
+        return Cause(
+            actor_role="stripe",
+            request_id=request_id,
+            stripe_event_id=self.event_id,
+            stripe_object_id=self.object_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the writer found under the lock about a Stripe delivery: the same
+    event as recorded before (its row, as the API shows it), and for a
+    purchase, the deliveries about its payment that were waiting for it."""
+
+    previous: dict[str, Any] | None = None
+    waiting: tuple[tuple[Delivery, Change], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """What a command is decided with: who asked, the writer's clock for the
-    batch, and how a hold that has left the user's state was last recorded."""
+    batch, how a hold that has left the user's state was last recorded, and
+    what was received before of a Stripe delivery."""
 
     cause: Cause
     now: datetime
     recorded_hold: Callable[[str, str], Hold | None] = _no_hold
+    received: Received = Received()
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     user_id: str
+
+    #: Decided in a batch of its own: it reads, under the lock, rows that
+    #: another command of the same batch could change (a Stripe delivery).
+    alone: ClassVar[bool] = False
 
     def decide(self, user: User | None, context: Context) -> User:
         """Record this command's events on `user` (created if need be): first
@@ -270,4 +322,74 @@ class CatchUp(Command):
             raise UserNotFound(f"no user with id {self.user_id!r}")
         if not user.catch_up(context.now):
             raise NothingDue(f"nothing is due for {self.user_id!r}")
+        return user
+
+
+# -- Stripe --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Paid:
+    """A payment went through for `sku` (its terms `offer`, None if the
+    catalogue has no such SKU), of `amount` in `currency`."""
+
+    purchase_id: str
+    sku: str
+    offer: Offer | None
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unused:
+    """A delivery the ledger does not act on (`ignored`), or refuses for good
+    (`rejected`), and why."""
+
+    outcome: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyStripeEvent(Command):
+    """One Stripe delivery: a purchase paid, a change of one (a refund, a
+    dispute), or neither. A change names a payment, not a user: its user is
+    NO_USER until the writer finds who paid with it."""
+
+    delivery: Delivery
+    fact: Paid | Change | Unused
+
+    alone = True
+
+    def decide(self, user: User | None, context: Context) -> User:
+        received, now = context.received, context.now
+        if received.previous is not None:
+            raise AlreadyReceived(
+                f"{self.delivery.event_id} was received already", facts=received.previous
+            )
+        fact, payment = self.fact, self.delivery.payment_intent
+        if isinstance(fact, Unused):
+            raise (Rejected if fact.outcome == Rejected.outcome else Ignored)(fact.reason)
+        if isinstance(fact, Paid):
+            if fact.offer is None:
+                raise Rejected(f"the catalogue has no SKU {fact.sku!r}")
+            try:
+                if user is None:
+                    user = User.register(self.user_id, context.cause, now)
+                else:
+                    user.catch_up(now)
+                paid = (fact.amount, fact.currency)
+                user.complete_purchase(
+                    fact.purchase_id, fact.offer, paid, payment, context.cause, now
+                )
+            except InvalidCommand as e:  # refused for good: Stripe need not send it again
+                raise Rejected(e.detail) from e
+            for delivery, change in received.waiting:
+                assert payment is not None  # what waits for a purchase names its payment
+                with contextlib.suppress(NotApplied):  # each refuses before it records
+                    user.change_purchase(payment, change, delivery.cause(), now)
+            return user
+        if user is None or payment is None:
+            raise Waiting(f"no purchase was paid with {payment} yet")
+        user.catch_up(now)
+        user.change_purchase(payment, fact, context.cause, now)
         return user

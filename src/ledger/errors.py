@@ -77,6 +77,41 @@ class NothingDue(LedgerError):
     code = "nothing-due"
 
 
+class NotApplied(LedgerError):
+    """A payment provider's delivery that changes no user, and why: `outcome`
+    is how the received event is recorded."""
+
+    outcome = "ignored"
+
+
+class Ignored(NotApplied):
+    """Nothing to do: what it brings was applied already, or is not acted on."""
+
+    code = "stripe-ignored"
+
+
+class Rejected(NotApplied):
+    """Refused for good: a price that is not the catalogue's, an unknown SKU."""
+
+    code = "stripe-rejected"
+    outcome = "rejected"
+
+
+class Waiting(NotApplied):
+    """About a payment whose purchase has not arrived yet: kept, and applied
+    when it arrives."""
+
+    code = "stripe-waiting"
+    outcome = "waiting"
+
+
+class AlreadyReceived(LedgerError):
+    """The same delivery again (its event id was recorded): `facts` is what
+    became of it."""
+
+    code = "stripe-already-received"
+
+
 class IdempotencyKeyReused(LedgerError):
     """The key was first used for a different request."""
 

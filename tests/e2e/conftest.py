@@ -61,6 +61,10 @@ EVENT_TYPES = {
     "HoldSettled",
     "HoldReleased",
     "HoldExpired",
+    "PurchaseCompleted",
+    "PurchaseRefunded",
+    "PurchaseDisputed",
+    "DisputeReinstated",
 }
 RFC3339_MICROSECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

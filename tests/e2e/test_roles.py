@@ -64,6 +64,9 @@ ROUTES = {
     "audit-user": Route("GET", "/v1/audit/users/{id}", "reader", 200),
     "projections": Route("GET", "/v1/projections", "reader", 200),
     "rebuild": Route("POST", "/v1/projections/users/rebuild", "admin", 202),
+    "stripe-events": Route("GET", "/v1/stripe/events", "admin", 200),
+    # Signed by Stripe, not keyed: anyone reaches it (here unconfigured, so 404).
+    "stripe-webhook": Route("POST", "/v1/stripe/webhook", None, 404, lambda _: {}),
     "healthz": Route("GET", "/healthz", None, 200),
     "readyz": Route("GET", "/readyz", None, 200),
     "metrics": Route("GET", "/metrics", None, 200),

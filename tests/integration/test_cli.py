@@ -283,3 +283,40 @@ def test_a_database_that_does_not_exist_is_said_at_once(database: Database) -> N
     assert time.monotonic() - started < 15
     assert result.returncode == 3
     assert "does not exist" in result.stderr
+
+
+def test_serve_refuses_a_stripe_catalogue_with_mistakes_naming_each_sku_and_field(
+    database: Database, tmp_path: Path
+) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[sku.lifetime]\namount = 49.00\ncurrency = "usd"\ncredits = 500\n\n'
+        '[sku.pack]\namount = 900\ncurrency = "usd"\ncredits = 100\npriority = 200\n'
+    )
+    env = {"LEDGER_STRIPE_WEBHOOK_SECRETS": "whsec_test", "LEDGER_STRIPE_CATALOG": str(path)}
+    process = ledger_process(
+        "serve",
+        "--port",
+        "1",
+        database=database,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, err = process.communicate(timeout=60)
+    without = ledger_process(
+        "serve",
+        "--port",
+        "1",
+        database=database,
+        env={"LEDGER_STRIPE_WEBHOOK_SECRETS": "whsec_test"},
+        stderr=subprocess.PIPE,
+    )
+    _, missing = without.communicate(timeout=60)
+
+    assert process.returncode == 2
+    assert "sku.lifetime: amount: must be a whole number" in err.decode()
+    assert "sku.pack: priority: must be a whole number from 0 to 100, not 200" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert without.returncode == 2
+    assert "LEDGER_STRIPE_CATALOG is not" in missing.decode()

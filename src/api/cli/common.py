@@ -15,6 +15,8 @@ from projections.views import parse_timestamp
 #: The command could not do its work (no database, a history it cannot read):
 #: apart from 1, which audit and import keep for "differences" and "bad rows".
 EXIT_CANNOT = 3
+#: A usage error: arguments, or settings that cannot be used.
+EXIT_USAGE = 2
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

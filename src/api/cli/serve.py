@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from api.bootstrap import build_services, keyring
-from api.cli.common import Subparsers, database_of, settings_of
+from api.bootstrap import build_services, keyring, stripe_webhook
+from api.cli.common import EXIT_USAGE, Subparsers, database_of, settings_of
 from api.http.metrics import MULTIPROCESS_DIR
+from api.integrations.catalog import CatalogError
 from api.supervisor import ProjectorProcess, run_projector, stop_on_signals
 
 
@@ -26,6 +28,11 @@ def serve(args: argparse.Namespace) -> int:
             setattr(settings, name, getattr(args, name))
     if args.no_projector:
         settings.projector = False
+    try:
+        stripe_webhook(settings)  # checked before anything starts: again in each worker
+    except CatalogError as e:
+        print(f"ledger: {e}", file=sys.stderr)
+        return EXIT_USAGE
     database = database_of(args)
     _, new_key = keyring(settings)
     where = "LEDGER_API_KEYS" if settings.api_keys else str(settings.home / "admin-api-key")

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api.bootstrap import Services, build_services, resolve_database
 from api.http import openapi, problems
 from api.http.middleware import Edge
-from api.http.routers import events, grants, health, holds, projections, trust, users
+from api.http.routers import events, grants, health, holds, projections, stripe, trust, users
 from api.settings import Settings
 
 DESCRIPTION = """
@@ -50,7 +50,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
-    for module in (users, holds, grants, trust, events, projections, health):
+    for module in (users, holds, grants, trust, events, projections, stripe, health):
         app.include_router(module.router)
     app.add_middleware(Edge, keyring=services.keyring)
     openapi.document(app)

@@ -67,6 +67,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
+        self.stripe_deliveries = Counter(
+            "ledger_stripe_deliveries_total",
+            "Stripe webhook deliveries, by event type and outcome (applied, ignored, rejected, "
+            "waiting, duplicate, invalid-signature, invalid-payload, or the problem type).",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
         # Label children, looked up once: labels() takes a lock and builds a key.
         self._counters: dict[tuple[str, str], Any] = {}
         self._timers: dict[str, Any] = {}
@@ -82,6 +89,10 @@ class Metrics:
         if timer is None:
             timer = self._timers[command] = self.command_seconds.labels(command)
         timer.observe(seconds)
+
+    def delivered(self, event_type: str, outcome: str) -> None:
+        """A Stripe delivery, and what became of it."""
+        self.stripe_deliveries.labels(event_type, outcome).inc()
 
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

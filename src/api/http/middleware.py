@@ -16,6 +16,8 @@ REQUEST_ID_KEY = "ledger.request_id"
 PRINCIPAL_KEY = "ledger.principal"
 #: Everything under it needs an API key; health, metrics and the docs do not.
 PROTECTED_PREFIX = "/v1/"
+#: Under it, but with no key: Stripe signs its deliveries instead (api.integrations.stripe).
+STRIPE_WEBHOOK_PATH = "/v1/stripe/webhook"
 _MAX_REQUEST_ID = 128
 
 
@@ -40,7 +42,8 @@ def _bearer_key(scope: Scope) -> str | None:
 
 class Edge:
     """Gives each request an id (returned in X-Request-Id); answers 401 to a
-    request under /v1/ without a known API key, whatever else is wrong with it;
+    request under /v1/ (but Stripe's webhook) without a known API key,
+    whatever else is wrong with it;
     and refuses a body over `max_bytes` with 413: at once if Content-Length
     says so, else as soon as the bytes received pass the limit. The body, read
     whole, is handed to the app as one message. Which role a route needs is the
@@ -64,7 +67,8 @@ class Edge:
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        if scope["path"].startswith(PROTECTED_PREFIX):
+        path = scope["path"]
+        if path.startswith(PROTECTED_PREFIX) and path != STRIPE_WEBHOOK_PATH:
             key = _bearer_key(scope)
             principal = self.keyring.identify(key) if key else None
             if principal is None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.http.middleware import PROTECTED_PREFIX
+from api.http.middleware import PROTECTED_PREFIX, STRIPE_WEBHOOK_PATH
 
 
 def document(app: FastAPI) -> None:
@@ -22,7 +22,7 @@ def document(app: FastAPI) -> None:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
             }
             for path, operations in schema.get("paths", {}).items():
-                if path.startswith(PROTECTED_PREFIX):
+                if path.startswith(PROTECTED_PREFIX) and path != STRIPE_WEBHOOK_PATH:
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}]
             _link_commands(schema)

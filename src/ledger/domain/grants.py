@@ -7,6 +7,10 @@ then the soonest expiry (grants that never expire last), then the oldest.
 Credits given back (a release, an expired hold, a settle below the hold) go
 back to the grants they came from; a part that comes back to a grant past its
 expiry expires at once.
+
+A purchase's grant can be clawed back (a refund, a lost dispute): from its
+remainder at once, and from what its holds hold as they give it back (`owed`:
+taken instead of returned); `clawed_back` counts what was taken so.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class Grant(NamedTuple):
     held: int = 0
     spent: int = 0
     expired: int = 0
+    #: Taken back by refunds and disputes of the purchase that made it.
+    clawed_back: int = 0
+    #: Of `held`, what is to be taken back when its holds give it back.
+    owed: int = 0
 
     @property
     def status(self) -> str:
@@ -53,6 +61,12 @@ class Grant(NamedTuple):
         if self.remaining or self.held:
             return "active"
         return "expired" if self.expired else "used"
+
+    @property
+    def kept(self) -> bool:
+        """Whether a user's state keeps it: while active, and while what was
+        clawed back of it could be given back (a dispute reinstated)."""
+        return self.status == "active" or self.clawed_back > 0
 
     def usable(self, now: datetime) -> bool:
         """Whether its remainder can be spent or held at `now`."""
@@ -148,16 +162,18 @@ def spend_held(grants: tuple[Grant, ...], parts: Sequence[Part]) -> tuple[Grant,
         g = changes.get(grant_id_) or by_id[grant_id_]
         if not 0 < amount <= g.held:
             raise ValueError(f"cannot spend {amount} held of {grant_id_}, which holds {g.held}")
-        changes[grant_id_] = g._replace(held=g.held - amount, spent=g.spent + amount)
+        # What was owed of a part spent will never come back: it is no longer owed.
+        held = g.held - amount
+        changes[grant_id_] = g._replace(held=held, spent=g.spent + amount, owed=min(g.owed, held))
     return _changed(grants, changes)
 
 
 def give_back(
     grants: tuple[Grant, ...], parts: Sequence[Part], moment: datetime
 ) -> tuple[tuple[Grant, ...], int]:
-    """Give held `parts` back to their grants at `moment`; what comes back to
-    a grant past its expiry expires at once. Returns the grants and how much
-    expired so."""
+    """Give held `parts` back to their grants at `moment`: what a grant owes
+    is taken back first, and what comes back to a grant past its expiry
+    expires at once. Returns the grants and how much expired so."""
     by_id = {g.id: g for g in grants}
     changes: dict[str, Grant] = {}
     expired = 0
@@ -165,12 +181,61 @@ def give_back(
         g = changes.get(grant_id_) or by_id[grant_id_]
         if not 0 < amount <= g.held:
             raise ValueError(f"cannot give {amount} back to {grant_id_}, which holds {g.held}")
-        if g.expired_by(moment):
-            changes[grant_id_] = g._replace(held=g.held - amount, expired=g.expired + amount)
-            expired += amount
-        else:
-            changes[grant_id_] = g._replace(held=g.held - amount, remaining=g.remaining + amount)
+        owed = min(amount, g.owed)
+        g = g._replace(held=g.held - amount, owed=g.owed - owed, clawed_back=g.clawed_back + owed)
+        g, lapsed = _returned(g, amount - owed, moment)
+        changes[grant_id_] = g
+        expired += lapsed
     return _changed(grants, changes), expired
+
+
+def _returned(g: Grant, amount: int, moment: datetime) -> tuple[Grant, int]:
+    """`amount` back to a grant's remainder at `moment` (expired at once past its
+    expiry); and how much expired so."""
+    if not amount:
+        return g, 0
+    if g.expired_by(moment):
+        return g._replace(expired=g.expired + amount), amount
+    return g._replace(remaining=g.remaining + amount), 0
+
+
+def clawback(grant: Grant | None, claim: int) -> tuple[int, int, int]:
+    """How a claim of `claim` back from a grant is met: (taken from its
+    remainder now, owed out of what it holds, short: what it no longer has)."""
+    if grant is None:
+        return 0, 0, claim
+    taken = min(claim, grant.remaining)
+    owed = min(claim - taken, grant.held - grant.owed)
+    return taken, owed, claim - taken - owed
+
+
+def claw_back(
+    grants: tuple[Grant, ...], grant_id_: str, taken: int, owed: int
+) -> tuple[Grant, ...]:
+    """Take `taken` of a grant's remainder back now, and `owed` more as its
+    holds give it back."""
+    g = next((g for g in grants if g.id == grant_id_), None)
+    if g is None or not (0 <= taken <= g.remaining and 0 <= owed <= g.held - g.owed):
+        raise ValueError(f"cannot claw {taken} and {owed} held back from {grant_id_}")
+    changed = g._replace(
+        remaining=g.remaining - taken, clawed_back=g.clawed_back + taken, owed=g.owed + owed
+    )
+    return _changed(grants, {g.id: changed})
+
+
+def give_back_clawed(
+    grants: tuple[Grant, ...], grant_id_: str, amount: int, moment: datetime
+) -> tuple[tuple[Grant, ...], int]:
+    """Give `amount` of what was clawed back from a grant back at `moment`:
+    what it owes first (never taken), then what was taken, to its remainder
+    (expired at once past its expiry). Returns the grants and how much expired."""
+    g = next((g for g in grants if g.id == grant_id_), None)
+    if g is None or not 0 <= amount <= g.owed + g.clawed_back:
+        raise ValueError(f"cannot give {amount} clawed back to {grant_id_}")
+    owed = min(amount, g.owed)
+    g = g._replace(owed=g.owed - owed, clawed_back=g.clawed_back - (amount - owed))
+    g, expired = _returned(g, amount - owed, moment)
+    return _changed(grants, {g.id: g}), expired
 
 
 def expire(grants: tuple[Grant, ...], grant_id_: str, amount: int) -> tuple[Grant, ...]:

@@ -10,10 +10,11 @@ from ledger.domain.allowances import Allowance
 from ledger.domain.balance import Balance
 from ledger.domain.grants import Grant, next_expiry
 from ledger.domain.holds import Hold
+from ledger.domain.purchases import Purchase
 
 #: Changes whenever the fold (an event's `evolve`, or an upcaster) does:
 #: snapshots of the state made by another fold are then ignored (see ledger.snapshots).
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 
 
 class InvariantViolation(Exception):
@@ -29,14 +30,21 @@ class Cause:
     actor_key_id: str | None = None
     request_id: str | None = None
     idempotency_key: str | None = None
+    #: The Stripe event that caused it, and the object it is about (cs_, re_, du_...).
+    stripe_event_id: str | None = None
+    stripe_object_id: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return {
+        cause = {
             "actor_role": self.actor_role,
             "actor_key_id": self.actor_key_id,
             "request_id": self.request_id,
             "idempotency_key": self.idempotency_key,
         }
+        if self.stripe_event_id is not None:
+            cause["stripe_event_id"] = self.stripe_event_id
+            cause["stripe_object_id"] = self.stripe_object_id
+        return cause
 
 
 class UserState(NamedTuple):
@@ -47,7 +55,8 @@ class UserState(NamedTuple):
     credit columns, until its first grant). The grants are its lots, the holds
     its open holds; an item closed by the latest event stays until the next, so
     that whoever applies an event can see how it left it. The totals count
-    every grant (opening balances apart), spend and expiry ever recorded.
+    every grant (opening balances apart), spend and expiry ever recorded. The
+    purchases are every one the user made, with their refunds and disputes.
     (A named tuple: the fold makes one per event, and `_replace` is cheap.)"""
 
     id: str
@@ -68,6 +77,7 @@ class UserState(NamedTuple):
     grants: tuple[Grant, ...] = ()
     holds: tuple[Hold, ...] = ()
     allowances: tuple[Allowance, ...] = ()
+    purchases: tuple[Purchase, ...] = ()
 
     # -- by balance ---------------------------------------------------------
 
@@ -92,16 +102,24 @@ class UserState(NamedTuple):
     def allowance(self, kind: Balance) -> Allowance | None:
         return next((a for a in self.allowances if a.balance is kind), None)
 
+    def purchase(self, purchase_id: str) -> Purchase | None:
+        return next((p for p in self.purchases if p.id == purchase_id), None)
+
+    def paid_by(self, payment_intent: str) -> Purchase | None:
+        """The purchase paid with `payment_intent`, if any."""
+        return next((p for p in self.purchases if p.payment_intent == payment_intent), None)
+
     def open_holds(self, kind: Balance | None = None) -> list[Hold]:
         return [h for h in self.holds if h.is_open and (kind is None or h.balance is kind)]
 
     def pruned(self) -> UserState:
-        """Without the grants used up or expired and the holds closed (by the
-        event before): what the next event starts from."""
-        if all(g.status == "active" for g in self.grants) and all(h.is_open for h in self.holds):
+        """Without the grants used up or expired (but those a dispute may give
+        back to) and the holds closed (by the event before): what the next
+        event starts from."""
+        if all(g.kept for g in self.grants) and all(h.is_open for h in self.holds):
             return self
         return self._replace(
-            grants=tuple(g for g in self.grants if g.status == "active"),
+            grants=tuple(g for g in self.grants if g.kept),
             holds=tuple(h for h in self.holds if h.is_open),
         )
 

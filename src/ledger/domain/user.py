@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import BaseAggregate
 
-from ledger.domain import balance_events, events, hold_events
+from ledger.domain import balance_events, events, hold_events, purchase_events
 from ledger.domain import grants as lots
 from ledger.domain.balance import Balance
 from ledger.domain.due import next_step
 from ledger.domain.events import listed
 from ledger.domain.explain import insufficient
-from ledger.domain.grants import DEFAULT_PRIORITY, Source, grant_id
+from ledger.domain.grants import DEFAULT_PRIORITY, Source
+from ledger.domain.grants import grant_id as version_grant_id
 from ledger.domain.holds import Hold, HoldStatus
+from ledger.domain.purchasing import Purchasing
 from ledger.domain.rules import (
     DEFAULT_FREE_CHAT_MESSAGES,
     DEFAULT_FREE_CREDITS,
@@ -53,8 +55,8 @@ from ledger.times import timestamp
 TIME = Cause(actor_role="time")
 
 
-class User(BaseAggregate[str]):
-    """One user's stream."""
+class User(Purchasing, BaseAggregate[str]):
+    """One user's stream (its purchases: ledger.domain.purchasing)."""
 
     TOPIC = events.TOPIC_PREFIX
 
@@ -76,6 +78,10 @@ class User(BaseAggregate[str]):
     HoldSettled = hold_events.HoldSettled
     HoldReleased = hold_events.HoldReleased
     HoldExpired = hold_events.HoldExpired
+    PurchaseCompleted = purchase_events.PurchaseCompleted
+    PurchaseRefunded = purchase_events.PurchaseRefunded
+    PurchaseDisputed = purchase_events.PurchaseDisputed
+    DisputeReinstated = purchase_events.DisputeReinstated
 
     if TYPE_CHECKING:
         state: UserState
@@ -151,7 +157,10 @@ class User(BaseAggregate[str]):
         priority: int = DEFAULT_PRIORITY,
         expires_at: datetime | None = None,
         source: Source = Source.GRANT,
+        grant_id: str | None = None,
     ) -> None:
+        """`grant_id` names the grant (a purchase's); by default, its place
+        in the stream does."""
         amount, reason = check_amount(amount), check_reason(reason)
         priority, expires_at = check_priority(priority), check_expires_at(expires_at, now)
         check_can_grant(
@@ -163,7 +172,7 @@ class User(BaseAggregate[str]):
             now,
             amount=amount,
             reason=reason,
-            grant_id=grant_id(self.id, self.version + 1),
+            grant_id=grant_id or version_grant_id(self.id, self.version + 1),
             priority=priority,
             expires_at=expires_at,
             source=source.value,
@@ -358,6 +367,10 @@ EVENT_TYPES: dict[type[events.UserEvent], str] = {
         User.HoldSettled,
         User.HoldReleased,
         User.HoldExpired,
+        User.PurchaseCompleted,
+        User.PurchaseRefunded,
+        User.PurchaseDisputed,
+        User.DisputeReinstated,
     )
 }
 

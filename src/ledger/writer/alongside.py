@@ -16,10 +16,14 @@ from typing import Any, Protocol
 
 import psycopg
 
-from ledger import chain, holds_table, idempotency, snapshots
+from ledger import chain, holds_table, idempotency, snapshots, stripe_table
+from ledger.commands import ApplyStripeEvent, Command, Delivery
 from ledger.domain import Hold, User
+from ledger.domain.purchase_events import PurchaseCompleted
+from ledger.domain.purchases import CHANGES, Change
+from ledger.errors import NotApplied, Waiting
 from ledger.idempotency import IdempotencyKey
-from ledger.writer.batch import NewEvent
+from ledger.writer.batch import Accepted, NewEvent, Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,8 @@ class Written:
     #: The new events as the table stores them (topic and state bytes), in order.
     topics: Sequence[str] = ()
     states: Sequence[bytes] = ()
+    #: Each command of the batch, and its result.
+    decided: Sequence[tuple[Command, Result]] = ()
 
     def last_positions(self) -> dict[str, int]:
         """The position of each user's last new event."""
@@ -113,6 +119,52 @@ class HoldRecords:
             await conn.execute(holds_table.STORE, holds_table.store_params(rows.values()))
 
 
+class StripeEvents:
+    """Each Stripe delivery the batch decided, with its outcome; what was
+    waiting for the purchases it completed, applied or ignored now; and who
+    paid with each of their payments (ledger.stripe_table). A delivery whose
+    outcome is not known (the database failed, its user's history cannot be
+    read) is not recorded: Stripe sends it again."""
+
+    at_lock: str | None = None
+
+    async def write(
+        self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
+    ) -> None:
+        rows: list[tuple[Delivery, str | None, str, str | None, Change | None]] = []
+        for command, result in written.decided:
+            if not isinstance(command, ApplyStripeEvent):
+                continue
+            user_id = command.user_id or None
+            if isinstance(result, Accepted):
+                rows.append((command.delivery, user_id, "applied", None, None))
+            elif isinstance(result, NotApplied):
+                fact = command.fact
+                kept = fact if isinstance(result, Waiting) and isinstance(fact, CHANGES) else None
+                rows.append((command.delivery, user_id, result.outcome, result.detail, kept))
+        if not rows:
+            return
+        completed = [
+            new.event
+            for new in written.new_events
+            if isinstance(new.event, PurchaseCompleted) and new.event.payment_intent is not None
+        ]
+        if completed:
+            applied = sorted(
+                {
+                    str(cause["stripe_event_id"])
+                    for new in written.new_events
+                    if (cause := new.event.cause) and cause.get("stripe_event_id")
+                }
+            )
+            payments = [e.payment_intent for e in completed]
+            users = [e.originator_id for e in completed]
+            purchases = [e.purchase_id for e in completed]
+            await conn.execute(stripe_table.STORE_PAYMENTS, (payments, users, purchases))
+            await conn.execute(stripe_table.SETTLE_WAITING, (applied, applied, payments, users))
+        await conn.execute(stripe_table.STORE, stripe_table.store_params(rows))
+
+
 class ChainLinks:
     """Each new event's link in the hash chain (ledger.chain), after those of
     any events recorded since the chain's head by another path (a short
@@ -150,4 +202,10 @@ class ChainLinks:
         await conn.execute(chain.STORE, (positions, hashes))
 
 
-DEFAULT_PARTS: tuple[Part, ...] = (IdempotencyOutcomes(), Snapshots(), HoldRecords(), ChainLinks())
+DEFAULT_PARTS: tuple[Part, ...] = (
+    IdempotencyOutcomes(),
+    Snapshots(),
+    HoldRecords(),
+    StripeEvents(),
+    ChainLinks(),
+)

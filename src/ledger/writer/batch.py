@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from ledger import idempotency
-from ledger.commands import Command, Context
+from ledger.commands import Command, Context, Received
 from ledger.domain import Cause, Hold, User, UserEvent, UserState
 from ledger.errors import (
     DOMAIN_REFUSALS,
@@ -96,7 +96,8 @@ class Decisions:
     """Decides `batch` in arrival order at `now` against `users` (changed in
     place: each decided user is the one the next command meets). `recorded`
     holds, by (user, hold), those of the holds the batch's commands name that
-    have left their user's state, as last recorded."""
+    have left their user's state, as last recorded; `received`, what was
+    received before of a Stripe delivery (one of a batch of its own)."""
 
     def __init__(
         self,
@@ -106,8 +107,10 @@ class Decisions:
         stored: dict[IdempotencyKey, StoredOutcome],
         now: datetime,
         recorded: dict[tuple[str, str], Hold] | None = None,
+        received: Received | None = None,
     ) -> None:
         self.batch = batch
+        self.received = received or Received()
         self.users = users
         self.unreadable = unreadable
         self.now = now
@@ -132,7 +135,7 @@ class Decisions:
             return
         before = self.users.get(command.user_id)
         saved = before.state if before is not None else None
-        context = Context(pending.cause, self.now, self._recorded_hold)
+        context = Context(pending.cause, self.now, self._recorded_hold, self.received)
         try:
             user = command.decide(before, context)
         except Exception as error:

@@ -1,7 +1,7 @@
 """What a batch reads under the events table's lock, before it decides: the
-stored outcomes of its idempotency keys, its users brought up to date (from
-the cache or their latest snapshot, plus whatever other processes appended
-since), and the holds its commands name that have left their user's state."""
+stored outcomes of its idempotency keys, and its users brought up to date
+(from the cache or their latest snapshot, plus whatever other processes
+appended since). What else it reads is in ledger.writer.recorded."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from typing import Any, cast
 
 import psycopg
 
-from ledger import events_table, holds_table, idempotency, snapshots
+from ledger import events_table, idempotency, snapshots
 from ledger.application import Ledger
-from ledger.domain import Hold, User
+from ledger.domain import User
 from ledger.errors import HistoryUnreadable
 from ledger.idempotency import IdempotencyKey, StoredOutcome
-from ledger.writer.batch import Pending
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +69,3 @@ def _fast_forward(
     for user_id in unreadable:
         users[user_id] = None  # never cached, never decided on
     return unreadable
-
-
-async def recorded_holds(
-    conn: psycopg.AsyncConnection[Any], batch: Sequence[Pending], users: dict[str, User | None]
-) -> dict[tuple[str, str], Hold]:
-    """The holds the batch's commands name that are not in their user's state
-    (closed before the user's last event, or unknown), as last recorded."""
-    wanted = []
-    for pending in batch:
-        user_id, hold_id = pending.command.user_id, pending.command.existing_hold
-        user = users.get(user_id)
-        if hold_id is not None and user is not None and user.state.hold(hold_id) is None:
-            wanted.append((user_id, hold_id))
-    if not wanted:
-        return {}
-    cursor = await conn.execute(
-        holds_table.LOOKUP, ([u for u, _ in wanted], [h for _, h in wanted])
-    )
-    found = {}
-    for row in await cursor.fetchall():
-        user_id, hold, _ = holds_table.hold_of(row)
-        found[user_id, hold.id] = hold
-    return found

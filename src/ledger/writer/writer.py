@@ -8,7 +8,9 @@ per command is what lets the ledger scale.
 A batch runs like this, in one transaction:
 
 1. take the table lock (the library's own lock statements, and its NOTIFY);
-2. read stored outcomes of the batch's idempotency keys;
+2. read stored outcomes of the batch's idempotency keys, and what else its
+   commands need read under the lock (ledger.writer.recorded: closed holds;
+   for a Stripe delivery, decided in a batch of its own, what was received);
 3. bring the batch's users up to date: from an in-process cache (or the latest
    snapshot), plus any events other processes appended since (read under the
    lock, so nothing can slip in);
@@ -19,7 +21,7 @@ A batch runs like this, in one transaction:
    (the same insert as the library's, with one array per column: see
    ledger.events_table.INSERT), then the rows written alongside them
    (ledger.writer.alongside: the outcomes of the batch's idempotency keys, the
-   snapshots that are due);
+   snapshots that are due, the holds, the Stripe events received);
 6. commit. Only then is any caller answered.
 
 Because decisions are made under the lock, two processes can never both spend
@@ -47,7 +49,7 @@ from psycopg import sql
 from ledger import events_table
 from ledger.application import Ledger
 from ledger.clock import Clock, system_clock
-from ledger.commands import Command
+from ledger.commands import NO_USER, Command
 from ledger.db import (
     IDLE_IN_TRANSACTION_TIMEOUT,
     LOCK_TIMEOUT,
@@ -58,7 +60,7 @@ from ledger.db import (
 from ledger.domain import Cause, User
 from ledger.errors import DatabaseUnavailable, IdempotencyKeyInUse, LedgerError
 from ledger.idempotency import IdempotencyKey
-from ledger.writer import loading
+from ledger.writer import loading, recorded
 from ledger.writer.alongside import DEFAULT_PARTS, Part, Written
 from ledger.writer.batch import Accepted, Decisions, Pending, Present, Result
 from ledger.writer.cache import UserCache
@@ -113,6 +115,8 @@ class CommandWriter:
         self._cache = UserCache(cache_size)
         self._on_batch = on_batch
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
+        #: A command taken from the queue to be decided alone, in the next batch.
+        self._next: Pending | None = None
         self._in_flight: set[IdempotencyKey] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # The library's lock and notify statements, rendered once, after a BEGIN.
@@ -181,7 +185,7 @@ class CommandWriter:
     async def _run(self) -> None:
         previous_size = 0
         while True:
-            item = await self._queue.get()
+            item, self._next = self._next or await self._queue.get(), None
             if item is None:
                 return
             batch = [item]
@@ -196,7 +200,10 @@ class CommandWriter:
                 return
 
     def _drain(self, batch: list[Pending]) -> bool:
-        """Add whatever is queued. Returns True if a stop was requested."""
+        """Add whatever is queued, up to a command decided alone (kept for the
+        next batch). Returns True if a stop was requested."""
+        if batch[0].command.alone or self._next is not None:
+            return False
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -204,6 +211,9 @@ class CommandWriter:
                 return False
             if item is None:
                 return True
+            if item.command.alone:
+                self._next = item
+                return False
             batch.append(item)
         return False
 
@@ -273,9 +283,6 @@ class CommandWriter:
         committing: _Committing,
     ) -> list[Result]:
         keys = [p.key for p in batch if p.key is not None]
-        user_ids = sorted({p.command.user_id for p in batch})
-        users: dict[str, User | None] = {uid: self._cache.get(uid) for uid in user_ids}
-        cold = [uid for uid, user in users.items() if user is None]
 
         # Begin, take the lock and queue the projector's wake-up in one round
         # trip; then read under the lock, decide, insert, commit. (Not in
@@ -285,12 +292,17 @@ class CommandWriter:
             begun = await conn.execute(self._begin)
             now = self.clock()
             found = await self._found_at_lock(begun)
+            # A Stripe delivery's user may be known only now (see recorded.received).
+            received = await recorded.received(conn, batch)
+            user_ids = sorted({p.command.user_id for p in batch} - {NO_USER})
+            users: dict[str, User | None] = {uid: self._cache.get(uid) for uid in user_ids}
+            cold = [uid for uid, user in users.items() if user is None]
             stored = await loading.stored_outcomes(conn, keys)
             unreadable = await loading.bring_up_to_date(conn, self.ledger, users, cold)
             before = {uid: u.version if u is not None else 0 for uid, u in users.items()}
-            recorded = await loading.recorded_holds(conn, batch, users)
+            holds = await recorded.recorded_holds(conn, batch, users)
 
-            decisions = Decisions(batch, users, unreadable, stored, now, recorded)
+            decisions = Decisions(batch, users, unreadable, stored, now, holds, received)
 
             positions: list[int] = []
             columns = self._columns(decisions)
@@ -304,6 +316,7 @@ class CommandWriter:
                 before,
                 users,
                 decisions.records,
+                decided=[(p.command, r) for p, r in zip(batch, results, strict=True)],
                 topics=columns[2],
                 states=columns[3],
             )

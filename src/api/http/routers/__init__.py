@@ -7,6 +7,7 @@ from typing import Any
 from api.http.schemas import Problem
 
 _DESCRIPTIONS = {
+    400: "Bad request.",
     401: "Missing or unknown API key (`unauthorized`).",
     403: "The key's role cannot do this (`forbidden`).",
     404: "No such user (`user-not-found`).",

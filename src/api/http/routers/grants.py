@@ -94,6 +94,7 @@ def _grant_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
         "held": row["held"],
         "spent": row["spent"],
         "expired": expired,
+        "clawed_back": row["clawed_back"],
         "priority": row["priority"],
         "expires_at": _time(row["expires_at"]),
         "granted_at": _time(row["granted_at"]),

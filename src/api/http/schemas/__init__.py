@@ -15,6 +15,7 @@ from api.http.schemas.balances import (
     ReleaseRequest,
     SettleRequest,
 )
+from api.http.schemas.stripe import StripeDeliveryOut, StripeEventOut, StripeEventPage
 from api.http.schemas.users import (
     AmountRequest,
     AuditOut,
@@ -57,5 +58,8 @@ __all__ = [
     "RegisterRequest",
     "ReleaseRequest",
     "SettleRequest",
+    "StripeDeliveryOut",
+    "StripeEventOut",
+    "StripeEventPage",
     "UserOut",
 ]

@@ -91,6 +91,9 @@ class GrantOut(BaseModel):
     held: int = Field(description="What of it open holds reserve.")
     spent: int
     expired: int
+    clawed_back: int = Field(
+        description="What refunds and disputes of the purchase that made it took back."
+    )
     priority: int
     expires_at: TimeOut | None
     granted_at: TimeOut
@@ -98,7 +101,7 @@ class GrantOut(BaseModel):
     source: GrantSource
     status: GrantStatus = Field(
         description="`active` while something remains or is held; `expired` from "
-        "`expires_at` on; `used` once all of it was spent."
+        "`expires_at` on; `used` once all of it was spent (or clawed back)."
     )
 
 

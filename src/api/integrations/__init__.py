@@ -1,0 +1,1 @@
+"""Integrations with other services: events in from them, ledger commands out."""
