@@ -1,7 +1,9 @@
 """`make bench`: the ledger beside its baselines, on one database server, in one run.
 
-    python -m bench            HTTP throughput and latency, projector lag, rebuild
-                               (1,000,000-event history, generated once and kept)
+    python -m bench            HTTP throughput and latency (beside FastAPI's hello and
+                               a bare ASGI callable), cold users (1,000,000 beside
+                               10,000), projector lag, rebuild (1,000,000-event
+                               history; every history generated once and kept)
     python -m bench --quick    shorter runs and a 100,000-event history
     python -m bench --profile  instead: py-spy on the ledger under the HTTP loads and
                                on a rebuild (profiles in bench/results/profile-*/)
@@ -27,11 +29,11 @@ from typing import Any
 import orjson
 import psutil
 
-from bench import lag, profile, rebuild, replies, report, throughput, writer
+from bench import cold, lag, profile, rebuild, replies, report, throughput, writer
 from bench.databases import RUN_ID, Server, sweep
 from bench.wrk import ensure_wrk
 
-SECTIONS = ("http", "lag", "rebuild", "replies", "writer", "verify")
+SECTIONS = ("http", "cold", "lag", "rebuild", "replies", "writer", "verify")
 
 
 def machine(server: Server) -> dict[str, Any]:
@@ -69,12 +71,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run: http, lag, rebuild (default: all)",
+        help=f"comma-separated sections to run: {', '.join(SECTIONS)} (default: all)",
     )
     parser.add_argument(
         "--systems",
         default=",".join(throughput.SYSTEMS),
-        help="systems of the HTTP section (default: ledger,eventsourcing,crud,insert)",
+        help=f"systems of the HTTP section (default: {','.join(throughput.SYSTEMS)})",
     )
     parser.add_argument(
         "--profile",
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             systems=args.systems,
             on_result=show,
         ),
+        "cold": lambda: cold.measure(server, warmup=args.warmup, seconds=args.seconds),
         "lag": lambda: lag.measure(server, warmup=min(args.warmup, 2.0), seconds=args.seconds),
         "rebuild": lambda: rebuild.measure(server, args.events),
         "replies": lambda: replies.measure(server, warmup=args.warmup, seconds=args.seconds),
@@ -203,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"  lag p50 {numbers['lag_p50_ms']} ms, p99 {numbers['lag_p99_ms']} ms "
                     f"at {numbers['achieved_rate']} commands/s"
                 )
+            elif name == "cold":
+                for label in ("warm", "cold"):
+                    show(f"{result[name][label]['users']:,} users", "ledger", result[name][label])
             elif name in ("replies", "writer", "verify"):
                 _say(f"  {orjson.dumps(result[name]).decode()[:300]}")
             elif name == "rebuild":

@@ -10,6 +10,10 @@ uvicorn as the ledger is (one worker, same FastAPI, same machine).
 - `crud`: the spend as a plain CRUD app does it: a conditional UPDATE of the
   balance and an audit INSERT, in one transaction, on an async psycopg pool.
 - `insert`: one INSERT per request: the floor of HTTP plus PostgreSQL.
+- `fastapi`: the simplest FastAPI app: the spend's route answers
+  `{"status": "ok"}` without reading the body or the database.
+- `asgi`: a bare ASGI callable answering the same: the floor of Python HTTP
+  with this server (uvicorn, uvloop, httptools), one process.
 
 Run one with `python -m bench.baselines NAME --port PORT`; the database is
 BENCH_DATABASE_URL, the accepted key BENCH_API_KEY.
@@ -182,10 +186,50 @@ def insert_app(database: Database, key: str) -> FastAPI:
     return app
 
 
-APPS: dict[str, Callable[[Database, str], FastAPI]] = {
+# -- no work at all -----------------------------------------------------------------
+
+
+def fastapi_app(database: Database, key: str) -> FastAPI:
+    app = FastAPI()
+    _healthz(app)
+
+    @app.post(SPEND_PATH, status_code=201)
+    async def spend(user_id: str) -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+_OK = b'{"status":"ok"}'
+_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"15")]
+
+
+async def bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request's body, answers {"status":"ok"} (201 to a POST)."""
+    if scope["type"] == "lifespan":
+        await receive()  # startup
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    status = 201 if scope["method"] == "POST" else 200
+    await send({"type": "http.response.start", "status": status, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": _OK})
+
+
+def asgi_app(database: Database, key: str) -> Any:
+    return bare_asgi
+
+
+APPS: dict[str, Callable[[Database, str], Any]] = {
     "eventsourcing": eventsourcing_app,
     "crud": crud_app,
     "insert": insert_app,
+    "fastapi": fastapi_app,
+    "asgi": asgi_app,
 }
 
 
@@ -198,12 +242,15 @@ def main() -> None:
     args = parser.parse_args()
     database = Database(os.environ["BENCH_DATABASE_URL"])
     app = APPS[args.name](database, os.environ["BENCH_API_KEY"])
+    # As `ledger serve` runs it.
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
         access_log=False,
+        server_header=False,
+        date_header=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -57,9 +57,17 @@ def _count(database: Database) -> int:
 def ensure_history(server: Server, events: int) -> tuple[str, float | None]:
     """The name of a database holding a generated history of `events` events,
     and the seconds spent generating it (None if it was there already)."""
-    name = history_name(events)
     users = max(events // EVENTS_PER_USER, 1)
     legacy = min(LEGACY_FRACTION, MAX_LEGACY_EVENTS / users)
+    return ensure_generated(server, history_name(events), users, events, legacy)
+
+
+def ensure_generated(
+    server: Server, name: str, users: int, events: int, legacy: float
+) -> tuple[str, float | None]:
+    """A database `name` holding what `ledger generate` records for these
+    numbers (kept between runs, known by its recipe), and the seconds spent
+    generating it (None if it was there already)."""
     recipe = (
         f"ledger generate --users {users} --events {events} --legacy-fraction {legacy:.4f} --seed 1"
     )

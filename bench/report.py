@@ -23,8 +23,10 @@ from bench.throughput import BASELINES, LABELS, WORKLOADS
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The issue's goals, on a 2-core machine.
-SPEND_GOALS = {"eventsourcing": 3.0, "crud": 1.0}
+SPEND_GOALS = {"eventsourcing": 3.0, "crud": 1.0, "fastapi": 0.7}
 P99_GOAL_MS = 50.0
+#: Over 10,000 users, beside the FastAPI hello: the lean hot path's.
+LEAN_P99_GOAL_MS = 25.0
 LAG_P99_GOAL_MS = 50.0
 REBUILD_GOAL = 50_000.0
 
@@ -110,14 +112,15 @@ def rows(result: dict[str, Any]) -> list[Row]:
                 )
             )
         p99_ms = ledger.get("p99_ms")
+        p99_goal = LEAN_P99_GOAL_MS if workload is WORKLOADS[0] else P99_GOAL_MS
         table.append(
             Row(
                 f"latency p99 at 64 clients, {workload.title}",
                 f"{_num(p99_ms, 1)} ms",
                 "",
                 "",
-                f"<= {P99_GOAL_MS:.0f} ms",
-                _met(None if p99_ms is None else p99_ms <= P99_GOAL_MS),
+                f"<= {p99_goal:.0f} ms",
+                _met(None if p99_ms is None else p99_ms <= p99_goal),
             )
         )
     lag = result.get("lag")
@@ -174,8 +177,32 @@ def rows(result: dict[str, Any]) -> list[Row]:
 
 
 def _rounds_two(result: dict[str, Any]) -> list[Row]:
-    """Holds, grants, the chain and expiry: each beside its baseline."""
+    """Cold users, holds, grants, the chain and expiry: each beside its baseline."""
     table: list[Row] = []
+    cold = result.get("cold")
+    if cold and "ratio" in cold:
+        ratio = cold["ratio"]
+        table.append(
+            Row(
+                "spends/s over 1,000,000 users (cold), vs over 10,000 (generated alike)",
+                _num(_get(cold, "cold", "spends_per_second")) + _errors(cold["cold"]),
+                _num(_get(cold, "warm", "spends_per_second")) + _errors(cold["warm"]),
+                "n/a" if ratio is None else f"{ratio:.2f}x",
+                ">= 0.9x",
+                _met(None if ratio is None else ratio >= 0.9),
+            )
+        )
+        p99 = _get(cold, "cold", "p99_ms")
+        table.append(
+            Row(
+                "latency p99 at 64 clients, 1,000,000 users",
+                f"{_num(p99, 1)} ms",
+                f"{_num(_get(cold, 'warm', 'p99_ms'), 1)} ms",
+                "",
+                f"<= {P99_GOAL_MS:.0f} ms",
+                _met(None if p99 is None else p99 <= P99_GOAL_MS),
+            )
+        )
     replies = result.get("replies")
     if replies and "replies" in replies:
         rate = _get(replies, "replies", "replies_per_second")

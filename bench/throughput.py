@@ -25,13 +25,18 @@ from ledger.domain import Cause
 from ledger.writer import run_together
 from projections.views import present
 
-SYSTEMS = ("ledger", "eventsourcing", "crud", "insert")
+SYSTEMS = ("ledger", "eventsourcing", "crud", "insert", "fastapi", "asgi")
 BASELINES = SYSTEMS[1:]
+#: Baselines that touch no database: run over 10,000 users only (whom a
+#: request names makes no difference to them).
+FRAMEWORKS = ("fastapi", "asgi")
 LABELS = {
     "ledger": "ledger",
     "eventsourcing": "plain eventsourcing",
     "crud": "CRUD (UPDATE + audit INSERT)",
     "insert": "one INSERT (floor)",
+    "fastapi": "FastAPI hello (JSON, no work)",
+    "asgi": "bare ASGI callable (floor)",
 }
 
 
@@ -193,7 +198,7 @@ def measure(
     with server.scratch(f"{system}_{workload.name}") as database:
         if system in ("ledger", "eventsourcing"):
             prepare_events(database, workload)
-        else:
+        elif system not in FRAMEWORKS:
             prepare_crud(database, workload, with_users=system == "crud")
         with serving(_served(system, database)) as served:
             if system == "ledger":
@@ -223,6 +228,8 @@ def run_all(
     for workload in WORKLOADS:
         results[workload.name] = {}
         for system in systems:
+            if system in FRAMEWORKS and workload is not WORKLOADS[0]:
+                continue
             result = measure(server, system, workload, warmup=warmup, seconds=seconds)
             results[workload.name][system] = result
             if on_result is not None:

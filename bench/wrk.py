@@ -23,6 +23,7 @@ MARK = _MARK = "BENCH_RESULT "
 _SCRIPT = """
 local users = %(users)d
 local prefix = "%(prefix)s"
+local digits = "%(digits)d"
 local body = '{"amount":1,"reason":"bench"}'
 local headers = {
   ["Content-Type"] = "application/json",
@@ -47,7 +48,8 @@ function request()
   if fixed then
     return fixed
   end
-  local path = string.format("/v1/users/%%s%%05d/credits/spends", prefix, math.random(0, users - 1))
+  local path = string.format(
+    "/v1/users/%%s%%0" .. digits .. "d/credits/spends", prefix, math.random(0, users - 1))
   return wrk.format("POST", path, headers, body)
 end
 
@@ -66,11 +68,12 @@ end
 
 @dataclass(frozen=True)
 class Load:
-    """Who the requests spend for: `users` users named prefix + 5 digits, or,
-    with one user, the user named `prefix`."""
+    """Who the requests spend for: `users` users named prefix + `digits`
+    digits, or, with one user, the user named `prefix`."""
 
     users: int
     prefix: str
+    digits: int = 5
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ def script(load: Load, key: str, seed: int = 1) -> str:
     return _SCRIPT % {
         "users": load.users,
         "prefix": load.prefix,
+        "digits": load.digits,
         "key": key,
         "seed": seed,
         "mark": _MARK,

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     pool_size: int = Field(4, ge=1)
     cache_size: int = Field(50_000, ge=0, description="Users kept in each writer's memory.")
     wait_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    direct_routes: bool = Field(
+        True,
+        description="Call the endpoints of requests that are in order without FastAPI's "
+        "per-request machinery (api.http.direct); off, FastAPI serves every request.",
+    )
     gc_threshold: int = Field(
         20_000, ge=100, description="Allocations between young-generation collections."
     )

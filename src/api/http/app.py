@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api.bootstrap import Services, build_services, resolve_database
 from api.http import openapi, problems
+from api.http.direct import DirectRoutes
 from api.http.middleware import Edge
 from api.http.routers import events, grants, health, holds, projections, stripe, trust, users
 from api.settings import Settings
@@ -31,6 +32,10 @@ with the same key and the same request returns the first response (with
 """
 
 
+#: Every router, in the order their routes are matched.
+ROUTERS = (users, holds, grants, trust, events, projections, stripe, health)
+
+
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,9 +55,12 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
-    for module in (users, holds, grants, trust, events, projections, stripe, health):
+    for module in ROUTERS:
         app.include_router(module.router)
-    app.add_middleware(Edge, keyring=services.keyring)
+    direct = (
+        DirectRoutes.of([m.router for m in ROUTERS]) if services.settings.direct_routes else None
+    )
+    app.add_middleware(Edge, keyring=services.keyring, direct=direct)
     openapi.document(app)
     return app
 

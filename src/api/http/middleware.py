@@ -8,6 +8,7 @@ import os
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http.direct import DirectRoutes
 from api.http.problems import MEDIA_TYPE, problem_bytes
 from api.keys import Keyring
 
@@ -46,12 +47,20 @@ class Edge:
     whatever else is wrong with it;
     and refuses a body over `max_bytes` with 413: at once if Content-Length
     says so, else as soon as the bytes received pass the limit. The body, read
-    whole, is handed to the app as one message. Which role a route needs is the
-    route's own business (api.deps)."""
+    whole, is handed to the route: called here if it is one of `direct` and
+    the request is in order (api.http.direct), else to the app as one message.
+    Which role a route needs is the route's own business (api.deps)."""
 
-    def __init__(self, app: ASGIApp, keyring: Keyring, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keyring: Keyring,
+        direct: DirectRoutes | None = None,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self.app = app
         self.keyring = keyring
+        self.direct = direct
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,7 +71,7 @@ class Edge:
         scope[REQUEST_ID_KEY] = request_id
         id_header = (b"x-request-id", request_id.encode())
 
-        async def send_with_id(message: Message) -> None:
+        async def send_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
@@ -76,7 +85,7 @@ class Edge:
                     "unknown API key" if key else "send an API key: Authorization: Bearer <key>"
                 )
                 await _respond(
-                    send_with_id,
+                    send_id,
                     401,
                     "unauthorized",
                     "Unauthorized",
@@ -89,7 +98,7 @@ class Edge:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._refuse(send_with_id)
+                    await self._refuse(send_id)
                     return
                 break
 
@@ -102,29 +111,37 @@ class Edge:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send_with_id)
+                await self._refuse(send_id)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
 
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send_with_id)
+        direct = self.direct
+        if direct is not None and await direct.serve(scope, _replay(body, receive), send_id, body):
+            return
+        await self.app(scope, _replay(body, receive), send_id)
 
     async def _refuse(self, send: Send) -> None:
         detail = f"the body is larger than {self.max_bytes // 1024} KiB"
         await _respond(
             send, 413, "payload-too-large", "Payload too large", detail, [(b"connection", b"close")]
         )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the body, read whole, as one message."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _respond(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -105,56 +106,80 @@ def _summary(errors_: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "the request is invalid"
 
 
+async def _on_ledger_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.LedgerError)
+    return ledger_problem(exc)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    found = _validation_errors(exc)
+    if any(e["type"] == "json_invalid" for e in found):
+        return problem(
+            422, "invalid-json", "Malformed JSON", "the body is not valid JSON", errors=found
+        )
+    return problem(422, "validation-error", "Invalid request", _summary(found), errors=found)
+
+
+async def _on_http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it could not decode at all (invalid
+        # UTF-8, nesting too deep): malformed JSON, as far as a client cares.
+        return problem(422, "invalid-json", "Malformed JSON", "the body could not be decoded")
+    return http_problem(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
+
+
+async def _on_database_error(_: Request, exc: Exception) -> Response:
+    log.warning("database unavailable: %s", exc)
+    return ledger_problem(cannot_reach(exc))
+
+
+async def _on_table_not_yet(_: Request, exc: Exception) -> Response:
+    # A table, or a column, of this release that the database does not
+    # have yet: the rebuild after an upgrade is still making it.
+    log.warning("the projection is being rebuilt: %s", exc)
+    return problem(
+        503,
+        "projection-rebuilding",
+        "Projection rebuilding",
+        "this release's tables are still being built from the history; retry shortly",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> Response:
+    log.error("unexpected error", exc_info=exc)
+    return problem(500, "internal-error", "Internal error", "an unexpected error occurred")
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+#: Each failure's answer, by the class of the exception (the nearest in its MRO).
+_HANDLERS: dict[type[Exception], Handler] = {
+    errors.LedgerError: _on_ledger_error,
+    RequestValidationError: _on_validation_error,
+    HTTPException: _on_http_error,
+    psycopg.OperationalError: _on_database_error,
+    psycopg.InterfaceError: _on_database_error,
+    psycopg.errors.UndefinedTable: _on_table_not_yet,
+    psycopg.errors.UndefinedColumn: _on_table_not_yet,
+    Exception: _on_unexpected,
+}
+
+
+async def answer(request: Request, exc: Exception) -> Response:
+    """The problem for an exception a route raised, as the app's handlers give it
+    (for the routes api.http.direct calls itself)."""
+    for cls in type(exc).__mro__:
+        handler = _HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    return await _on_unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     """Every failure as problem+json. (A key whose role is too weak for a route
     is refused before its body is read: api.deps.RoleCheckedRoute.)"""
-
-    async def on_ledger_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, errors.LedgerError)
-        return ledger_problem(exc)
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        found = _validation_errors(exc)
-        if any(e["type"] == "json_invalid" for e in found):
-            return problem(
-                422, "invalid-json", "Malformed JSON", "the body is not valid JSON", errors=found
-            )
-        return problem(422, "validation-error", "Invalid request", _summary(found), errors=found)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 400:
-            # FastAPI's answer to a body it could not decode at all (invalid
-            # UTF-8, nesting too deep): malformed JSON, as far as a client cares.
-            return problem(422, "invalid-json", "Malformed JSON", "the body could not be decoded")
-        return http_problem(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
-
-    async def on_database_error(_: Request, exc: Exception) -> Response:
-        log.warning("database unavailable: %s", exc)
-        return ledger_problem(cannot_reach(exc))
-
-    async def on_table_not_yet(_: Request, exc: Exception) -> Response:
-        # A table, or a column, of this release that the database does not
-        # have yet: the rebuild after an upgrade is still making it.
-        log.warning("the projection is being rebuilt: %s", exc)
-        return problem(
-            503,
-            "projection-rebuilding",
-            "Projection rebuilding",
-            "this release's tables are still being built from the history; retry shortly",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
-
-    async def on_unexpected(_: Request, exc: Exception) -> Response:
-        log.error("unexpected error", exc_info=exc)
-        return problem(500, "internal-error", "Internal error", "an unexpected error occurred")
-
-    app.add_exception_handler(errors.LedgerError, on_ledger_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(psycopg.OperationalError, on_database_error)
-    app.add_exception_handler(psycopg.InterfaceError, on_database_error)
-    app.add_exception_handler(psycopg.errors.UndefinedTable, on_table_not_yet)
-    app.add_exception_handler(psycopg.errors.UndefinedColumn, on_table_not_yet)
-    app.add_exception_handler(Exception, on_unexpected)
+    for cls, handler in _HANDLERS.items():
+        app.add_exception_handler(cls, handler)
