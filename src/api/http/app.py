@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import console
 from api.bootstrap import Services, build_services, resolve_database
 from api.http import openapi, problems
 from api.http.middleware import Edge
@@ -52,6 +53,7 @@ def create_app(services: Services) -> FastAPI:
     problems.install(app)
     for module in (users, holds, grants, trust, events, projections, stripe, health):
         app.include_router(module.router)
+    app.include_router(console.router)
     app.add_middleware(Edge, keyring=services.keyring)
     openapi.document(app)
     return app
