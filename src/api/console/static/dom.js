@@ -65,7 +65,7 @@ export function table(caption, columns, rows, empty = "None.") {
   if (rows.length === 0) return h("p", { class: "empty" }, empty);
   const head = h("tr", {}, columns.map(([heading]) => h("th", { scope: "col" }, heading)));
   const body = rows.map((row) =>
-    h("tr", {}, columns.map(([heading, cell]) => h("td", { "data-label": heading }, cell(row)))),
+    h("tr", {}, columns.map(([heading, cell]) => h("td", { "data-label": heading }, h("span", {}, cell(row))))),
   );
   return h(
     "div",
