@@ -23,7 +23,7 @@ function progress(item) {
   if (item.status === "rebuilding" && rebuild) {
     const share = rebuild.target ? Math.floor((100 * (rebuild.events ?? 0)) / rebuild.target) : null;
     lines.push(
-      h("p", { class: "rebuilding" }, h("strong", {}, "Rebuilding: "), `phase ${rebuild.phase}; `,
+      h("p", { class: "rebuild-progress" }, h("strong", {}, "Rebuilding: "), `phase ${rebuild.phase}; `,
         `${number(rebuild.events)} of ${number(rebuild.target)} events`, share === null ? "" : ` (${share}%)`,
         `, ${number(rebuild.users)} users; ${number(rebuild.events_per_second)} events/s; `,
         `about ${seconds(rebuild.eta_seconds)} left.`),
@@ -160,7 +160,7 @@ function webhooksPart(ctx, part) {
 /** Shows the ledger in `view`, and keeps it current until `ctx.signal` aborts. */
 export async function ledgerPage(view, ctx) {
   const projections = section("projections", "Projections");
-  const status = h("div", { class: "rows" });
+  const status = h("div", { class: "rows" }, h("p", { class: "loading" }, "Loading…"));
   const chain = section("chain", "Chain head", h("p", { class: "hint" }, "Keep it somewhere else, as a witness."));
   const stripe = section("stripe", "Stripe events");
   const webhooks = section("webhooks", "Webhook endpoints");
