@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.e2e.conftest import Api, serve_ledger, shared_api
 from tests.helpers import API_KEYS
@@ -32,8 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 812}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 375, "height": 812}
 
 expect.set_options(timeout=15_000)
 
@@ -75,8 +83,8 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     watched: list[Watched] = []
     contexts = []
 
-    def open_(viewport: dict[str, int] | None = None) -> Page:
-        context = browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
+    def open_(viewport: ViewportSize | None = None) -> Page:
+        context = browser.new_context(viewport=viewport or DESKTOP)
         contexts.append(context)
         page = context.new_page()
         watch = Watched()
