@@ -35,6 +35,13 @@ function reason(event) {
   return "";
 }
 
+/** What an event moved: a number of credits or messages, or money (in its smallest unit). */
+function amount(event) {
+  const data = event.data || {};
+  if (data.amount === undefined || data.amount === null) return "—";
+  return data.currency ? `${number(data.amount)} ${String(data.currency).toUpperCase()} (smallest unit)` : number(data.amount);
+}
+
 /**
  * Fills `body` from one read: absent (the section removed) when the route
  * itself is not there (404 `not-found`: a capability this ledger lacks), the
@@ -112,7 +119,7 @@ const allowanceColumns = [
 ];
 const timelineColumns = [
   ["Version", (e) => number(e.version)], ["Recorded", (e) => time(e.recorded_at)],
-  ["Event", (e) => e.type], ["Amount", (e) => number(e.data?.amount)],
+  ["Event", (e) => e.type], ["Amount", amount],
   ["Credits after", (e) => number(e.user?.free_credits)],
   ["Chat messages after", (e) => number(e.user?.free_chat_messages)],
   ["Actor", (e) => actor(e.metadata)], ["Reason", (e) => text(reason(e))],
@@ -198,13 +205,16 @@ function render(ctx, view, userId, state) {
 
 /** Shows the user `userId` in `view`, and keeps it current until `ctx.signal` aborts. */
 export async function userPage(view, userId, ctx) {
-  const state = { user: null, page: 0 };
+  const state = { user: null, page: 0, problem: undefined };
   fill(view, h("h1", {}, "User ", h("code", {}, userId)), h("p", { class: "loading" }, "Loading…"));
   for (;;) {
     const answer = await ctx.api.get(`/v1/users/${segment(userId)}`, { signal: ctx.signal });
     if (!answer.ok) {
+      if (state.user !== null || state.problem !== answer.body.detail) {
+        fill(view, h("h1", {}, "User ", h("code", {}, userId)), problemText(answer.body));
+      }
       state.user = null;
-      fill(view, h("h1", {}, "User ", h("code", {}, userId)), problemText(answer.body));
+      state.problem = answer.body.detail;
     } else if (state.user === null || answer.body.version !== state.user.version) {
       state.user = answer.body;
       state.page = Math.min(state.page, Math.ceil(state.user.version / PAGE) - 1);
