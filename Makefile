@@ -3,6 +3,8 @@
 #   make test   the whole test suite, against real PostgreSQL
 #   make lint   ruff and mypy --strict
 #   make test-reliability   crashes, outages, load and hostile input
+#   make test-browser   the operator console in Chromium (Debian's /usr/bin/chromium)
+#   make screenshots    docs/console-user.png and docs/console-ledger.png, taken anew
 #   make bench  benchmarks beside their baselines, with ratios
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
@@ -11,7 +13,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint test-reliability bench clean
+.PHONY: run test lint test-reliability test-browser screenshots bench clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (python3.11, python3.12, ...)"; exit 1; }
@@ -30,10 +32,16 @@ run: $(VENV)/.installed
 	$(BIN)/ledger serve
 
 test: $(VENV)/.installed-dev
-	$(BIN)/pytest tests --ignore=tests/reliability
+	$(BIN)/pytest tests --ignore=tests/reliability --ignore=tests/browser
 
 test-reliability: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/reliability
+
+test-browser: $(VENV)/.installed-dev
+	$(BIN)/pytest tests/browser
+
+screenshots: $(VENV)/.installed-dev
+	LEDGER_SCREENSHOTS_DIR=docs $(BIN)/pytest tests/browser/test_screenshots.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

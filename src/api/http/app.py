@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import console
 from api.bootstrap import Services, build_services, resolve_database
 from api.http import openapi, problems
 from api.http.direct import DirectRoutes
@@ -57,6 +58,7 @@ def create_app(services: Services) -> FastAPI:
     problems.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    app.include_router(console.router)  # at paths of its own, outside /v1/
     direct = (
         DirectRoutes.of([m.router for m in ROUTERS]) if services.settings.direct_routes else None
     )
