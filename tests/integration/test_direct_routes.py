@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -88,7 +89,10 @@ def _scenario(database: Database, body: Callable[[Any], Awaitable[None]], **sett
         finally:
             await services.stop()
 
-    asyncio.run(run())
+    # On a thread of its own: whatever loop the test's thread has (a browser
+    # test's, say) stays out of it.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()
 
 
 def test_requests_in_order_never_reach_fastapi_and_the_rest_do(database: Database) -> None:
