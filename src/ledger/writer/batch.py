@@ -76,6 +76,9 @@ class Pending:
     )
     #: How a reused key is recognised; worked out here, before the table lock.
     fingerprint: str = field(init=False)
+    #: Done once its user, not in the writer's memory, has been read ahead of
+    #: the batch (ledger.writer.warming); None if there was nothing to read.
+    read_ahead: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         self.fingerprint = self.command.fingerprint() if self.key is not None else ""

@@ -22,6 +22,10 @@ class UserCache:
             self._users.move_to_end(user_id)
         return user
 
+    def peek(self, user_id: str) -> User | None:
+        """The user if held, leaving the order of eviction as it is."""
+        return self._users.get(user_id)
+
     def put(self, user: User) -> None:
         self._users[user.id] = user
         self._users.move_to_end(user.id)

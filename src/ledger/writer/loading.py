@@ -34,11 +34,14 @@ async def bring_up_to_date(
     ledger: Ledger,
     users: dict[str, User | None],
     cold: Sequence[str],
+    *,
+    quiet: bool = False,
 ) -> dict[str, HistoryUnreadable]:
     """Each of `users` as its stream now ends (in place): those not cached
     (`cold`) from their latest snapshot, not from their first event; then
     every event appended since. Returns the users whose history this release
-    cannot read, and why; their commands are refused alone."""
+    cannot read, and why; their commands are refused alone (and, unless
+    `quiet`, it is logged)."""
     if cold:
         cursor = await conn.execute(snapshots.LATEST, (list(cold),))
         for (data,) in await cursor.fetchall():
@@ -47,11 +50,11 @@ async def bring_up_to_date(
                 users[state.id] = User.from_state(state)
     versions = [u.version if u is not None else 0 for u in users.values()]
     cursor = await conn.execute(events_table.NEWER_THAN, (list(users), versions))
-    return _fast_forward(ledger, users, await cursor.fetchall())
+    return _fast_forward(ledger, users, await cursor.fetchall(), quiet)
 
 
 def _fast_forward(
-    ledger: Ledger, users: dict[str, User | None], rows: list[tuple[Any, ...]]
+    ledger: Ledger, users: dict[str, User | None], rows: list[tuple[Any, ...]], quiet: bool
 ) -> dict[str, HistoryUnreadable]:
     unreadable: dict[str, HistoryUnreadable] = {}
     for user_id, version, topic, state in rows:
@@ -64,7 +67,7 @@ def _fast_forward(
             unreadable[user_id] = e
         except Exception as e:
             unreadable[user_id] = HistoryUnreadable.of(user_id, version, topic, e, applied=True)
-        if user_id in unreadable:
+        if user_id in unreadable and not quiet:
             log.error("%s", unreadable[user_id].detail)
     for user_id in unreadable:
         users[user_id] = None  # never cached, never decided on

@@ -59,3 +59,23 @@ class ThreadedWriter:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+def run_together(
+    ledger: Ledger,
+    database: Database,
+    present: Present,
+    commands: Sequence[tuple[Command, Cause]],
+) -> list[Result]:
+    """For scripts: decide and commit `commands` in one transaction."""
+
+    async def main() -> list[Result]:
+        writer = CommandWriter(
+            ledger, database, present, cache_size=len(commands) + 1, deadline=None
+        )
+        try:
+            return await writer.execute_together(commands)
+        finally:
+            await writer.stop()
+
+    return asyncio.run(main())

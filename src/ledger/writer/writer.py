@@ -50,13 +50,7 @@ from ledger import events_table
 from ledger.application import Ledger
 from ledger.clock import Clock, system_clock
 from ledger.commands import NO_USER, Command
-from ledger.db import (
-    IDLE_IN_TRANSACTION_TIMEOUT,
-    LOCK_TIMEOUT,
-    Database,
-    cannot_reach,
-    unavailable,
-)
+from ledger.db import IDLE_IN_TRANSACTION_TIMEOUT, LOCK_TIMEOUT, Database, unavailable
 from ledger.domain import Cause, User
 from ledger.errors import DatabaseUnavailable, IdempotencyKeyInUse, LedgerError
 from ledger.idempotency import IdempotencyKey
@@ -64,6 +58,8 @@ from ledger.writer import loading, recorded
 from ledger.writer.alongside import DEFAULT_PARTS, Part, Written
 from ledger.writer.batch import Accepted, Decisions, Pending, Present, Result
 from ledger.writer.cache import UserCache
+from ledger.writer.connection import Connection
+from ledger.writer.warming import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +67,9 @@ log = logging.getLogger(__name__)
 #: psycopg tries to cancel the query on the server, for up to 10 s more.)
 BATCH_DEADLINE = LOCK_TIMEOUT + 3.0
 
-#: After failing to connect, answer "unavailable" at once for this long.
-RECONNECT_BACKOFF = 0.5
+#: The longest a batch waits for its users to be read ahead of it (then it
+#: reads those still missing itself).
+READ_AHEAD_WAIT = 0.5
 
 
 @dataclass(slots=True)
@@ -113,12 +110,20 @@ class CommandWriter:
         self.max_batch = max_batch
         self.window = window
         self._cache = UserCache(cache_size)
+        self._warmer = Warmer(ledger, database, self._cache)
         self._on_batch = on_batch
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
         #: A command taken from the queue to be decided alone, in the next batch.
         self._next: Pending | None = None
         self._in_flight: set[IdempotencyKey] = set()
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn = Connection(
+            database,
+            *(
+                [f"idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}s"]
+                if deadline is not None
+                else []
+            ),
+        )
         # The library's lock and notify statements, rendered once, after a BEGIN.
         notify = sql.SQL("NOTIFY {}").format(sql.Identifier(events_table.CHANNEL))
         # Then what the parts written alongside read as the lock is taken.
@@ -126,7 +131,6 @@ class CommandWriter:
         self._begin = "; ".join(
             ["BEGIN", *ledger.lock_statements, notify.as_string(), *self._at_lock]
         )
-        self._unavailable_until = 0.0
         self._saving = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -143,7 +147,8 @@ class CommandWriter:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
-        await self._disconnect()
+        await self._warmer.stop()
+        await self._conn.drop()
 
     async def __aenter__(self) -> CommandWriter:
         await self.start()
@@ -171,6 +176,9 @@ class CommandWriter:
                 )
                 return pending.future
             self._in_flight.add(key)  # until its batch is done (see _commit)
+        user_id = command.user_id
+        if user_id != NO_USER and self._cache.peek(user_id) is None:
+            pending.read_ahead = self._warmer.read(user_id)
         self._queue.put_nowait(pending)
         return pending.future
 
@@ -195,9 +203,20 @@ class CommandWriter:
                 await asyncio.sleep(self.window)
                 stop = self._drain(batch)
             previous_size = len(batch)
+            await self._read_ahead(batch)
             await self._commit(batch)
             if stop:
                 return
+
+    @staticmethod
+    async def _read_ahead(batch: list[Pending]) -> None:
+        """Until the batch's users not in memory have been read, ahead of the
+        lock (or READ_AHEAD_WAIT has passed)."""
+        waiting = {
+            p.read_ahead for p in batch if p.read_ahead is not None and not p.read_ahead.done()
+        }
+        if waiting:
+            await asyncio.wait(waiting, timeout=READ_AHEAD_WAIT)
 
     def _drain(self, batch: list[Pending]) -> bool:
         """Add whatever is queued, up to a command decided alone (kept for the
@@ -246,7 +265,7 @@ class CommandWriter:
     async def _save(self, batch: Sequence[Pending]) -> list[Result]:
         async with self._saving:
             for attempt in (1, 2):
-                conn = await self._connection()
+                conn = await self._conn.get()
                 committing = _Committing()
                 try:
                     async with asyncio.timeout(self.deadline):
@@ -257,7 +276,7 @@ class CommandWriter:
                     if isinstance(e, TimeoutError):
                         # PostgreSQL stopped answering (a network path gone
                         # silent, a stalled server): drop the connection.
-                        await self._disconnect()
+                        await self._conn.drop()
                         raise DatabaseUnavailable(
                             f"the database did not answer within {self.deadline:.0f} s"
                         ) from e
@@ -266,7 +285,7 @@ class CommandWriter:
                         raise
                     if isinstance(e, psycopg.errors.LockNotAvailable):
                         raise translated from e
-                    await self._disconnect()
+                    await self._conn.drop()
                     # A connection that died before COMMIT was sent (PostgreSQL
                     # restarted, say) wrote nothing: try once more on a new one.
                     # After COMMIT was sent the outcome is unknown; the caller is
@@ -353,49 +372,3 @@ class CommandWriter:
             [s.topic for s in stored],
             [s.state for s in stored],
         )
-
-    # -- the connection ---------------------------------------------------------
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        if time.monotonic() < self._unavailable_until:
-            raise DatabaseUnavailable("the database cannot be reached")
-        try:
-            settings = (
-                [f"idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}s"]
-                if self.deadline is not None
-                else []
-            )
-            conn = await self.database.connect_async(*settings)
-        except psycopg.Error as e:
-            self._unavailable_until = time.monotonic() + RECONNECT_BACKOFF
-            raise cannot_reach(e) from e
-        self._conn = conn
-        return conn
-
-    async def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
-
-
-def run_together(
-    ledger: Ledger,
-    database: Database,
-    present: Present,
-    commands: Sequence[tuple[Command, Cause]],
-) -> list[Result]:
-    """For scripts: decide and commit `commands` in one transaction."""
-
-    async def main() -> list[Result]:
-        writer = CommandWriter(
-            ledger, database, present, cache_size=len(commands) + 1, deadline=None
-        )
-        try:
-            return await writer.execute_together(commands)
-        finally:
-            await writer.stop()
-
-    return asyncio.run(main())
