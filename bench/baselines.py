@@ -26,6 +26,7 @@ import hmac
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -107,7 +108,13 @@ def eventsourcing_app(database: Database, key: str) -> FastAPI:
         except AggregateNotFoundError:
             raise HTTPException(404, f"no user {user_id!r}") from None
         try:
-            user.spend(Balance.CREDITS, body.amount, body.reason, Cause(actor_role="service"))
+            user.spend(
+                Balance.CREDITS,
+                body.amount,
+                body.reason,
+                Cause(actor_role="service"),
+                datetime.now(UTC),
+            )
         except InsufficientBalance as e:
             raise HTTPException(409, e.detail) from None
         try:

@@ -69,6 +69,14 @@ def new_database(server: Database, template: str) -> Database:
 
 
 @pytest.fixture
+def empty_database(server: Database) -> Iterator[Database]:
+    """A fresh database of this run with no tables at all, dropped after the test."""
+    database = _create(server, f"ledger_test_{RUN_ID}_{next(_counter)}")
+    yield database
+    _drop(server, database.name)
+
+
+@pytest.fixture
 def database(server: Database, template: str) -> Iterator[Database]:
     """A fresh database of this run, with the tables, dropped after the test."""
     database = new_database(server, template)
