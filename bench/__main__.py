@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     _say(report.markdown(report.rows(result)))
     _say("")
     _say(report.details(result))
+    _say("")
+    _say(report.capacity(result))
     shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     _say(f"\n{result['seconds']:.0f} s in all; raw numbers in {shown}")
     if result["errors"]:

@@ -172,6 +172,26 @@ def rebuild_child(database: Database) -> dict[str, Any]:
     }
 
 
+def audit_child(database: Database) -> dict[str, Any]:
+    """`ledger audit --json` of the whole ledger (every users row against a
+    replay of its history) in a child process, after a rebuild."""
+    finished = run_measured(
+        [sys.executable, "-m", "api.cli", "audit", "--json"], _ledger_env(database)
+    )
+    if finished.returncode != 0:
+        raise RuntimeError(
+            f"ledger audit failed ({finished.returncode}):\n{finished.output[-3000:]}"
+        )
+    found = orjson.loads(finished.output.strip().splitlines()[-1])
+    return {
+        "events": found["events_replayed"],
+        "users": found["users_checked"],
+        "seconds": round(finished.seconds, 2),
+        "events_per_second": round(found["events_replayed"] / finished.seconds),
+        "peak_rss_mb": round(finished.peak_rss_mb, 1),
+    }
+
+
 def profile_rebuild(server: Server, events: int, output: Path) -> dict[str, Any]:
     """`ledger rebuild` of the history under py-spy."""
     name, _ = ensure_history(server, events)
@@ -190,6 +210,7 @@ def measure(server: Server, events: int) -> dict[str, Any]:
         copied = time.monotonic() - started
         before = raw_read(database)
         rebuild = rebuild_child(database)
+        audit = audit_child(database)
         after = raw_read(database)
     best = max(before, after, key=lambda r: r["rows_per_second"])
     return {
@@ -198,6 +219,7 @@ def measure(server: Server, events: int) -> dict[str, Any]:
         "generated_seconds": None if generated is None else round(generated, 1),
         "copy_seconds": round(copied, 1),
         "rebuild": rebuild,
+        "audit": audit,
         "raw_read": best,
         "raw_reads": [before, after],
     }

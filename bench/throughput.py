@@ -211,9 +211,48 @@ def measure(
             if profile_to is not None:
                 return {"profiles": profile.record_under(served.pid, profile_to, seconds, load)}
             usage = Usage(psutil.Process(served.pid), postmaster(database))
+            before = batches(served.url) if system == "ledger" else None
             usage.start()
             result = load().as_dict()
-            return {**result, **usage.stop(result["wrk_cpu_cores"])}
+            numbers = {**result, **usage.stop(result["wrk_cpu_cores"])}
+            if before is not None:
+                numbers["batches"] = _batches_between(before, batches(served.url), seconds)
+            return numbers
+
+
+def batches(url: str) -> dict[str, float]:
+    """The ledger's group-commit counters from its /metrics."""
+    import httpx
+
+    wanted = {
+        "ledger_group_commit_seconds_sum": "seconds",
+        "ledger_group_commit_seconds_count": "batches",
+        "ledger_group_commit_batch_size_sum": "commands",
+    }
+    found: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+def _batches_between(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Over the measured window: batches, commands per batch, and how long a
+    batch's transaction took (from taking the table lock to its commit), which
+    is how long the lock was held; `lock_busy` is the fraction of the window it
+    was."""
+    count = after.get("batches", 0.0) - before.get("batches", 0.0)
+    held = after.get("seconds", 0.0) - before.get("seconds", 0.0)
+    commands = after.get("commands", 0.0) - before.get("commands", 0.0)
+    return {
+        "batches_per_second": round(count / seconds, 1),
+        "commands_per_batch": round(commands / count, 1) if count else 0.0,
+        "batch_ms": round(1000 * held / count, 2) if count else 0.0,
+        "lock_busy": round(held / seconds, 3),
+    }
 
 
 def run_all(

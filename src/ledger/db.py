@@ -47,11 +47,21 @@ class Database:
         `settings` ("name=value" server settings for the session) added to the
         URL's own options. A network path that goes silent then ends the
         session within seconds, on the client and on the server (which frees
-        its locks), instead of after the kernel's two hours."""
+        its locks), instead of after the kernel's two hours.
+
+        JIT compilation is off unless the URL's options turn it on: every
+        statement here is an index lookup or a short write, and PostgreSQL
+        misjudges some of them (a lateral lookup of many users in a large
+        events table) as worth compiling, which takes a hundred milliseconds
+        or more each time, under the table lock for a batch's reads."""
         given = conninfo_to_dict(self.url).get("options")
         server = [f"tcp_keepalives_{name}={value}" for name, value in _KEEPALIVE.items()]
         options = " ".join(
-            [*([str(given)] if given else []), *(f"-c {s}" for s in (*server, *settings))]
+            [
+                "-c jit=off",
+                *([str(given)] if given else []),
+                *(f"-c {s}" for s in (*server, *settings)),
+            ]
         )
         params: dict[str, str | int] = {
             "connect_timeout": CONNECT_TIMEOUT,
