@@ -46,15 +46,15 @@ COLUMNS = (
 
 #: Some holds of some users, by (user, hold) pairs.
 LOOKUP = (
-    f"SELECT h.{COLUMNS.replace(', ', ', h.')} FROM unnest(%s::text[], %s::text[]) AS k(u, h_id) "
+    f"SELECT h.{COLUMNS.replace(', ', ', h.')} FROM unnest(%b::text[], %b::text[]) AS k(u, h_id) "
     f"JOIN {TABLE} AS h ON h.user_id = k.u AND h.hold_id = k.h_id"
 )
 
 STORE = (
     f"INSERT INTO {TABLE} ({COLUMNS}) SELECT * FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[], "
-    "%s::timestamptz[], %s::timestamptz[], %s::integer[], %s::timestamptz[], %s::jsonb[], "
-    "%s::bigint[]) "
+    "%b::text[], %b::text[], %b::text[], %b::integer[], %b::text[], %b::text[], "
+    "%b::timestamptz[], %b::timestamptz[], %b::integer[], %b::timestamptz[], %b::jsonb[], "
+    "%b::bigint[]) "
     "ON CONFLICT (user_id, hold_id) DO UPDATE SET status = EXCLUDED.status, "
     "settled_amount = EXCLUDED.settled_amount, closed_at = EXCLUDED.closed_at"
 )

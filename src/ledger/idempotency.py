@@ -38,14 +38,14 @@ DEFINITION = Table.of(TABLE, CREATE_TABLE)
 
 LOOKUP = (
     "SELECT s.principal, s.key, s.fingerprint, s.outcome "
-    "FROM unnest(%s::text[], %s::text[]) AS k(principal, key) "
+    "FROM unnest(%b::text[], %b::text[]) AS k(principal, key) "
     f"CROSS JOIN LATERAL (SELECT * FROM {TABLE} AS t "
     "WHERE t.principal = k.principal AND t.key = k.key) AS s"
 )
 
 STORE = (
     f"INSERT INTO {TABLE} (principal, key, fingerprint, outcome) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::json[])"
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::json[])"
 )
 
 

@@ -42,7 +42,7 @@ DEFINITION = Table.of(TABLE, CREATE_TABLE)
 
 #: The latest snapshot of each of some users (whom the caller has not cached).
 LATEST = (
-    "SELECT s.state FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+    "SELECT s.state FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL ("
     f"SELECT state FROM {TABLE} WHERE user_id = u.id AND fold = {FOLD_VERSION} "
     "ORDER BY version DESC LIMIT 1) AS s"
 )
@@ -56,7 +56,7 @@ AT_MOST = (
 STORE = (
     f"INSERT INTO {TABLE} (user_id, fold, version, position, recorded_at, state) "
     f"SELECT u.id, {FOLD_VERSION}, u.version, u.position, u.recorded_at, u.state "
-    "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::bytea[]) "
+    "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::timestamptz[], %b::bytea[]) "
     "AS u(id, version, position, recorded_at, state) ON CONFLICT DO NOTHING"
 )
 

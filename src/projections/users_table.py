@@ -55,7 +55,7 @@ class Columns:
         if not rows:
             return
         arrays = sql.SQL(", ").join(
-            sql.SQL("%s::{}[]").format(sql.SQL(column_type)) for column_type in self.types
+            sql.SQL("%b::{}[]").format(sql.SQL(column_type)) for column_type in self.types
         )
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
