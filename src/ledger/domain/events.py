@@ -34,6 +34,13 @@ from ledger.domain.state import InvariantViolation, UserState
 TOPIC_PREFIX = "ledger.domain:User"
 
 
+#: The balances, with the state attributes of what is available and what is
+#: held of each (looked up once: an enum's members and properties are slow to
+#: reach in the fold's inner loop).
+_BALANCES = tuple(Balance)
+_COLUMNS = tuple((kind, kind.value, kind.held) for kind in _BALANCES)
+
+
 class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
     originator_id: str
     originator_version: int
@@ -94,16 +101,23 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
         """`after` with its available and held amounts summed from its grants
         and holds. A balance that was NULL (imported from before the credit
         columns) stays NULL until a grant of it (`granted`)."""
+        values = dict.fromkeys(_BALANCES, 0)
+        holding = dict.fromkeys(_BALANCES, 0)
+        for g in after.grants:
+            values[g.balance] += g.remaining
+        for h in after.holds:
+            if h.is_open:
+                holding[h.balance] += h.amount
         changes: dict[str, Any] = {}
-        for kind in Balance:
-            value: int | None = sum(g.remaining for g in after.grants if g.balance is kind)
-            held = sum(h.amount for h in after.holds if h.is_open and h.balance is kind)
-            if before.balance(kind) is None and kind is not granted and not value:
+        for kind, available, held_name in _COLUMNS:
+            value: int | None = values[kind]
+            held = holding[kind]
+            if getattr(before, available) is None and kind is not granted and not value:
                 value = None
             if (value or 0) + held > MAX_BALANCE:
-                raise self._violation(f"takes {kind.value} past {MAX_BALANCE:,}")
-            changes[kind.value] = value
-            changes[kind.held] = held
+                raise self._violation(f"takes {available} past {MAX_BALANCE:,}")
+            changes[available] = value
+            changes[held_name] = held
         return after._replace(**changes)
 
     def _violation(self, what: str) -> InvariantViolation:

@@ -66,7 +66,7 @@ class Grant(NamedTuple):
     def kept(self) -> bool:
         """Whether a user's state keeps it: while active, and while what was
         clawed back of it could be given back (a dispute reinstated)."""
-        return self.status == "active" or self.clawed_back > 0
+        return bool(self.remaining or self.held or self.clawed_back > 0)
 
     def usable(self, now: datetime) -> bool:
         """Whether its remainder can be spent or held at `now`."""
