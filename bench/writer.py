@@ -112,9 +112,14 @@ def _pairs(
 
 def chain_cost(server: Server, seconds: float) -> dict[str, Any]:
     without = tuple(p for p in DEFAULT_PARTS if not isinstance(p, ChainLinks))
-    with server.scratch("writer_chain") as database:
-        users = _prepare(database, "c", 1)
-        return _pairs((database, users, without), (database, users, DEFAULT_PARTS), seconds)
+    # A database each: the chain's writer would otherwise find the events the
+    # other wrote unchained, a gap left to the sealer, and chain nothing.
+    with server.scratch("writer_unchained") as plain, server.scratch("writer_chain") as chained:
+        users_plain = _prepare(plain, "c", 1)
+        users_chained = _prepare(chained, "c", 1)
+        return _pairs(
+            (plain, users_plain, without), (chained, users_chained, DEFAULT_PARTS), seconds
+        )
 
 
 def many_grants(server: Server, seconds: float) -> dict[str, Any]:
