@@ -14,6 +14,8 @@ from multiprocessing.process import BaseProcess
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from api.integrations.webhooks.safety import Policy
+from api.integrations.webhooks.sender import Sender
 from api.settings import Settings
 from ledger.application import Ledger
 from ledger.clock import clock_from
@@ -22,6 +24,7 @@ from projections.expiry import ExpiryWorker
 from projections.projector import Projector
 from projections.rebuilds import BackgroundRebuilds
 from projections.sealer import ChainSealer
+from projections.webhooks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +47,44 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
     )
     expiry = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
     sealer = ChainSealer(database, ledger)
+    outbox, sender = webhooks(database, ledger, settings)
     projector.start()
     expiry.start()
     sealer.start()
+    if outbox is not None and sender is not None:
+        outbox.start()
+        sender.start()
     try:
         stop.wait()
     finally:
+        if outbox is not None and sender is not None:
+            sender.stop()
+            outbox.stop()
         sealer.stop()
         expiry.stop()
         projector.stop()
         rebuilds.join(timeout=5)
         ledger.close()
+
+
+def webhooks(
+    database: Database, ledger: Ledger, settings: Settings
+) -> tuple[Outbox | None, Sender | None]:
+    """The webhook outbox (one active per database, like the projector) and a
+    sender (one per projector process: senders share the work), unless
+    LEDGER_WEBHOOKS is off."""
+    if not settings.webhooks:
+        return None, None
+    policy = Policy(settings.webhooks_allow_http, settings.webhooks_allow_private)
+    sender = Sender(
+        database,
+        policy=policy,
+        clock=clock_from(settings.clock_offset_file),
+        per_endpoint=settings.webhooks_per_endpoint,
+        concurrency=settings.webhooks_concurrency,
+        timeout=settings.webhooks_timeout_seconds,
+    )
+    return Outbox(database, ledger, poll_interval=0.5), sender
 
 
 def configure_logging(level: str) -> None:

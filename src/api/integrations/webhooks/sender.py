@@ -1,0 +1,355 @@
+"""The sender: posts each due message to its endpoint, signed, and records
+every attempt.
+
+Several senders may run (one beside each projector process): each leases the
+messages it sends (projections.webhooks.messages_table.LEASE), so no message
+is sent by two at once, and one that dies leaves its leases to run out and
+its messages to be sent again, with the same `webhook-id`: at least once.
+A user's messages to an endpoint go one at a time, in position order. Each
+endpoint has a few slots of its own (`per_endpoint`) out of the sender's
+(`concurrency`), so that one slow or dead endpoint cannot hold up the others.
+
+Time decides when a message is due and when it is tried again: the injected
+`clock`, so that tests move time instead of sleeping. The signature's
+timestamp is the wall clock's (a receiver checks it against its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import certifi
+import httpcore
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from api.integrations.webhooks import schedule, signing
+from api.integrations.webhooks.safety import Policy, UnsafeUrl
+from ledger.clock import Clock, system_clock
+from ledger.db import Database
+from projections.webhooks import endpoints_table, messages_table
+
+log = logging.getLogger(__name__)
+
+#: Bytes of a response's body read (the rest is not waited for).
+BODY_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Leased:
+    id: str
+    endpoint_id: str
+    user_id: str
+    body: str
+    tries: int
+    url: str
+    keys: tuple[str, ...]
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses the policy allows, and to the very address it
+    checked (not a second resolution of the name): DNS rebinding gains nothing."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            addresses = await loop.run_in_executor(None, self.policy.resolve, host, port)
+        except UnsafeUrl as e:
+            raise httpcore.ConnectError(f"refused: {e}") from e
+        return await self.inner.connect_tcp(
+            addresses[0],
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("refused: webhooks are not sent to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, connecting through _GuardedBackend; no proxies."""
+
+    def __init__(self, policy: Policy, *, max_connections: int = 100) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            max_connections=max_connections,
+            network_backend=_GuardedBackend(policy),
+        )
+
+
+class Sender:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        policy: Policy | None = None,
+        clock: Clock = system_clock,
+        wall_clock: Clock = system_clock,
+        per_endpoint: int = 4,
+        concurrency: int = 32,
+        timeout: float = 10.0,
+        lease_seconds: float | None = None,
+        poll_interval: float = 0.5,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.database = database
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.per_endpoint = per_endpoint
+        self.concurrency = concurrency
+        self.timeout = timeout
+        # Longer than any attempt can take: a lease runs out only for a sender gone.
+        self.lease = timedelta(seconds=max(lease_seconds or 0.0, timeout + 5))
+        self.poll_interval = poll_interval
+        self.jitter = jitter
+        self.owner = uuid.uuid4().hex
+        self.attempts = 0
+        self._in_flight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._record_lock: asyncio.Lock | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ledger-webhook-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Look for due messages now (after a test moved the clock, say)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._record_lock = asyncio.Lock()
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._serve()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                log.warning("the webhook sender lost its database connection: %s", e)
+            except Exception:
+                log.exception("the webhook sender stopped on an unexpected error; restarting")
+            if self._stopping.is_set():
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _serve(self) -> None:
+        assert self._wake is not None
+        conninfo = self.database.conninfo()
+        transport = GuardedTransport(self.policy)
+        async with (
+            httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=False
+            ) as client,
+            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn,
+            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as results,
+            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener,
+        ):
+            await listener.execute(f"LISTEN {messages_table.CHANNEL}")
+            listening = asyncio.create_task(self._listen(listener))
+            try:
+                while not self._stopping.is_set():
+                    if listening.done():
+                        listening.result()  # raises what ended it
+                    self._wake.clear()
+                    for leased in await self._claim(conn):
+                        task = asyncio.create_task(self._deliver(client, results, leased))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            finally:
+                listening.cancel()
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks), timeout=self.timeout + 1)
+
+    async def _listen(self, listener: psycopg.AsyncConnection[Any]) -> None:
+        assert self._wake is not None
+        async for _ in listener.notifies():
+            self._wake.set()
+
+    # -- claiming -----------------------------------------------------------------
+
+    async def _claim(self, conn: psycopg.AsyncConnection[Any]) -> list[_Leased]:
+        free = self.concurrency - sum(self._in_flight.values())
+        if free <= 0:
+            return []
+        now = self.clock()
+        full = [e for e, n in self._in_flight.items() if n >= self.per_endpoint]
+        cursor = await conn.execute(
+            messages_table.DUE, {"now": now, "full": full, "limit": free * 4}
+        )
+        slots: dict[str, int] = {}
+        chosen: list[str] = []
+        for message_id, endpoint_id in await cursor.fetchall():
+            left = slots.setdefault(endpoint_id, self.per_endpoint - self._in_flight[endpoint_id])
+            if left > 0 and len(chosen) < free:
+                chosen.append(message_id)
+                slots[endpoint_id] = left - 1
+        if not chosen:
+            return []
+        cursor = await conn.execute(
+            messages_table.LEASE,
+            {"owner": self.owner, "until": now + self.lease, "ids": chosen, "now": now},
+        )
+        rows = await cursor.fetchall()
+        if not rows:
+            return []
+        async with conn.cursor(row_factory=dict_row) as curs:
+            await curs.execute(endpoints_table.SENDING, (list({r[1] for r in rows}),))
+            endpoints = {e["id"]: e for e in await curs.fetchall()}
+        leased = []
+        for message_id, endpoint_id, user_id, body, tries, _ in rows:
+            endpoint = endpoints.get(endpoint_id)
+            if endpoint is None:
+                continue  # deleted meanwhile, and its messages with it
+            keys = [endpoint["secret"]]
+            until = endpoint["previous_secret_until"]
+            if endpoint["previous_secret"] and until is not None and until > now:
+                keys.append(endpoint["previous_secret"])
+            leased.append(
+                _Leased(message_id, endpoint_id, user_id, body, tries, endpoint["url"], tuple(keys))
+            )
+            self._in_flight[endpoint_id] += 1
+        return leased
+
+    # -- sending ------------------------------------------------------------------
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, results: psycopg.AsyncConnection[Any], m: _Leased
+    ) -> None:
+        try:
+            attempted_at = self.clock()
+            started = time.perf_counter()
+            status, error = await self._post(client, m)
+            duration_ms = (time.perf_counter() - started) * 1000
+            await self._record(results, m, attempted_at, status, error, duration_ms)
+        except Exception:
+            log.exception("the attempt to deliver %s could not be recorded", m.id)
+        finally:
+            self._in_flight[m.endpoint_id] -= 1
+            if self._in_flight[m.endpoint_id] <= 0:
+                del self._in_flight[m.endpoint_id]
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _post(self, client: httpx.AsyncClient, m: _Leased) -> tuple[int | None, str | None]:
+        """The endpoint's HTTP status, or why there is none."""
+        try:
+            self.policy.check_url(m.url)
+        except UnsafeUrl as e:
+            return None, f"refused: {e}"
+        headers = signing.headers(m.id, m.body, m.keys, self.wall_clock())
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with client.stream(
+                    "POST", m.url, content=m.body.encode(), headers=headers
+                ) as response:
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read >= BODY_LIMIT:
+                            break
+                    return response.status_code, None
+        except TimeoutError:
+            return None, f"no answer within {self.timeout:g} s"
+        except httpx.TimeoutException:
+            return None, f"no answer within {self.timeout:g} s"
+        except httpx.HTTPError as e:
+            return None, f"{type(e).__name__}: {e}"[:500]
+
+    async def _record(
+        self,
+        results: psycopg.AsyncConnection[Any],
+        m: _Leased,
+        attempted_at: datetime,
+        status: int | None,
+        error: str | None,
+        duration_ms: float,
+    ) -> None:
+        self.attempts += 1
+        now = self.clock()
+        ids = {"id": m.id, "owner": self.owner}
+        assert self._record_lock is not None
+        async with self._record_lock, results.transaction():
+            await results.execute(messages_table.COUNT_ATTEMPT, ids)
+            await results.execute(
+                messages_table.RECORD_ATTEMPT,
+                {
+                    "id": m.id,
+                    "at": attempted_at,
+                    "http_status": status,
+                    "error": error,
+                    "duration_ms": duration_ms,
+                },
+            )
+            if status is not None and 200 <= status < 300:
+                await results.execute(messages_table.SUCCEEDED, {**ids, "at": now})
+                await results.execute(endpoints_table.DELIVERING, (m.endpoint_id,))
+                return
+            delay = schedule.next_delay(m.tries + 1, jitter=self.jitter)
+            await results.execute(
+                messages_table.RETRY_LATER,
+                {**ids, "next": None if delay is None else now + delay},
+            )
+            endpoint = {"id": m.endpoint_id, "now": now, "limit": schedule.FAILING_LIMIT}
+            if status == 410:
+                await results.execute(endpoints_table.GONE, endpoint)
+            else:
+                await results.execute(endpoints_table.FAILING, endpoint)
