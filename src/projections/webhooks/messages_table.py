@@ -89,14 +89,15 @@ _IN_ORDER = (
     "AND p.user_id = m.user_id AND p.status = 'pending' AND p.seq < m.seq)"
 )
 
-#: Messages due at %(now)s, not leased, of enabled endpoints but those given
+#: Messages due at %(now)s, not leased at %(wall)s (leases run on the wall
+#: clock, which tests do not move), of enabled endpoints but those given
 #: (%(full)s: all their slots are in use), each the first pending one of its
 #: user at its endpoint (so that a user's messages arrive in position order).
 DUE = (
     f"SELECT m.id, m.endpoint_id FROM {TABLE} AS m "
     f"JOIN {endpoints_table.TABLE} AS e ON e.id = m.endpoint_id "
     "WHERE m.status = 'pending' AND m.next_attempt_at <= %(now)s "
-    "AND (m.lease_until IS NULL OR m.lease_until <= %(now)s) AND NOT e.disabled "
+    "AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) AND NOT e.disabled "
     f"AND NOT (m.endpoint_id = ANY(%(full)s)) AND {_IN_ORDER} "
     "ORDER BY m.next_attempt_at, m.seq LIMIT %(limit)s"
 )
@@ -108,7 +109,7 @@ DUE = (
 LEASE = (
     f"UPDATE {TABLE} AS m SET lease_owner = %(owner)s, lease_until = %(until)s "
     "WHERE m.id = ANY(%(ids)s) AND m.status = 'pending' "
-    f"AND (m.lease_until IS NULL OR m.lease_until <= %(now)s) AND {_IN_ORDER} "
+    f"AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) AND {_IN_ORDER} "
     "RETURNING m.id, m.endpoint_id, m.user_id, m.body, m.tries, m.attempts"
 )
 

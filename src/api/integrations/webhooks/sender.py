@@ -230,10 +230,10 @@ class Sender:
         free = self.concurrency - sum(self._in_flight.values())
         if free <= 0:
             return []
-        now = self.clock()
+        now, wall = self.clock(), self.wall_clock()
         full = [e for e, n in self._in_flight.items() if n >= self.per_endpoint]
         cursor = await conn.execute(
-            messages_table.DUE, {"now": now, "full": full, "limit": free * 4}
+            messages_table.DUE, {"now": now, "wall": wall, "full": full, "limit": free * 4}
         )
         slots: dict[str, int] = {}
         chosen: list[str] = []
@@ -246,7 +246,7 @@ class Sender:
             return []
         cursor = await conn.execute(
             messages_table.LEASE,
-            {"owner": self.owner, "until": now + self.lease, "ids": chosen, "now": now},
+            {"owner": self.owner, "until": wall + self.lease, "ids": chosen, "wall": wall},
         )
         rows = await cursor.fetchall()
         if not rows:
