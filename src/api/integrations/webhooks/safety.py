@@ -7,6 +7,7 @@ since (DNS rebinding): the sender connects to the very address checked."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -79,6 +80,17 @@ class Policy:
         return addresses
 
     def check(self, url: str) -> None:
-        """The whole check, as an endpoint is created or changed."""
+        """The whole check, as an endpoint is created or changed: a name that
+        takes longer than RESOLVE_SECONDS to resolve is refused."""
         host, port = self.check_url(url)
-        self.resolve(host, port)
+        lookup = _RESOLVERS.submit(self.resolve, host, port)
+        try:
+            lookup.result(timeout=RESOLVE_SECONDS)
+        except concurrent.futures.TimeoutError as e:
+            raise UnsafeUrl(f"{host} did not resolve within {RESOLVE_SECONDS} s") from e
+
+
+#: Seconds a name may take to resolve when an endpoint is created or changed.
+RESOLVE_SECONDS = 5
+#: Resolutions run here, so that a slow resolver keeps no request waiting long.
+_RESOLVERS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ledger-resolve")
