@@ -4,6 +4,7 @@ delay), and can be stopped and started again on the same port."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -89,10 +90,11 @@ class Receiver:
                     receiver.received.append(dataclasses.replace(got, status=status))
                 if delay:
                     time.sleep(delay)
-                self.send_response(status)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                with contextlib.suppress(OSError):  # the sender gave up, or was killed
+                    self.send_response(status)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
 
             def log_message(self, *_: Any) -> None:
                 pass
