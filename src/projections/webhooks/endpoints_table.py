@@ -99,7 +99,9 @@ SENDING = (
 )
 
 #: A success: the endpoint is delivering.
-DELIVERING = f"UPDATE {TABLE} SET failing_since = NULL WHERE id = %s AND failing_since IS NOT NULL"
+DELIVERING = (
+    f"UPDATE {TABLE} SET failing_since = NULL WHERE id = ANY(%s) AND failing_since IS NOT NULL"
+)
 
 #: A failure at %(now)s: failing since then, if not already; disabled once it
 #: has been failing for %(limit)s.

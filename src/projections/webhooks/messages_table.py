@@ -113,28 +113,38 @@ LEASE = (
     "RETURNING m.id, m.endpoint_id, m.user_id, m.body, m.tries, m.attempts"
 )
 
-RECORD_ATTEMPT = (
-    f"INSERT INTO {ATTEMPTS} (message_id, attempt, attempted_at, http_status, error, "
-    "duration_ms) SELECT %(id)s, attempts, %(at)s, %(http_status)s, %(error)s, %(duration_ms)s "
-    f"FROM {TABLE} WHERE id = %(id)s"
+#: A batch of attempts (%s: message ids, times, HTTP statuses, errors,
+#: durations), each counted on its message and numbered by it.
+RECORD_ATTEMPTS = f"""
+WITH r AS (
+    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::integer[], %s::text[],
+                         %s::double precision[]) AS r(id, at, http_status, error, duration_ms)
+), counted AS (
+    UPDATE {TABLE} AS m SET attempts = m.attempts + 1 FROM r WHERE m.id = r.id
+    RETURNING m.id, m.attempts
 )
+INSERT INTO {ATTEMPTS} (message_id, attempt, attempted_at, http_status, error, duration_ms)
+SELECT r.id, c.attempts, r.at, r.http_status, r.error, r.duration_ms
+FROM r JOIN counted AS c ON c.id = r.id
+"""
 
-#: Count an attempt (before RECORD_ATTEMPT, which numbers it).
-COUNT_ATTEMPT = f"UPDATE {TABLE} SET attempts = attempts + 1 WHERE id = %(id)s"
-
-#: The attempt succeeded (if the lease is still this sender's).
+#: Attempts that succeeded at %s (messages %s, if their lease is still this
+#: sender's, %s).
 SUCCEEDED = (
-    f"UPDATE {TABLE} SET status = 'succeeded', delivered_at = %(at)s, lease_owner = NULL, "
-    "lease_until = NULL, tries = tries + 1 WHERE id = %(id)s AND lease_owner = %(owner)s"
+    f"UPDATE {TABLE} SET status = 'succeeded', delivered_at = %s, lease_owner = NULL, "
+    "lease_until = NULL, tries = tries + 1 WHERE id = ANY(%s) AND lease_owner = %s"
 )
 
-#: The attempt failed: try again at %(next)s, or (%(next)s null) give up.
-RETRY_LATER = (
-    f"UPDATE {TABLE} SET status = CASE WHEN %(next)s::timestamptz IS NULL THEN 'failed' "
-    "ELSE 'pending' END, next_attempt_at = COALESCE(%(next)s, next_attempt_at), "
-    "lease_owner = NULL, lease_until = NULL, tries = tries + 1 "
-    "WHERE id = %(id)s AND lease_owner = %(owner)s"
-)
+#: Attempts that failed (%s: message ids, and when each is tried next, null
+#: for never: it has failed), if their lease is still this sender's (%s).
+RETRY_LATER = f"""
+UPDATE {TABLE} AS m SET
+    status = CASE WHEN r.next IS NULL THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = COALESCE(r.next, m.next_attempt_at),
+    lease_owner = NULL, lease_until = NULL, tries = m.tries + 1
+FROM unnest(%s::text[], %s::timestamptz[]) AS r(id, next)
+WHERE m.id = r.id AND m.lease_owner = %s
+"""
 
 # -- the API's statements ------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from ledger.db import Database, advisory_key
 from ledger.domain import UserState
 from projections import status as st
 from projections.follower import Follower
-from projections.history import replay_user
+from projections.history import replay_users
 from projections.projector import decode_rows
 from projections.webhooks import endpoints_table, messages_table
 from projections.webhooks.messages import body, message_id, messages_of, subscribed
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Its tracking position's name, in the projections' tracking table.
 TRACKING_NAME = "webhooks-outbox"
 #: Users whose state after their last event is kept between batches.
-_KEPT_STATES = 10_000
+_KEPT_STATES = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +121,11 @@ class Outbox(Follower):
         self, conn: psycopg.Connection[Any], endpoints: list[_Endpoint], recorded: list[Any]
     ) -> int:
         columns: list[list[Any]] = [[] for _ in range(8)]
+        self._recall(conn, recorded)
         for r in recorded:
             user_id = r.event.originator_id
-            before = self._before(conn, user_id, r.position)
+            kept = self._states.get(user_id)
+            before = kept[0] if kept is not None else None
             after = evolve(r.event, before)
             self._keep(user_id, after, r.position)
             for endpoint in endpoints:
@@ -148,17 +150,20 @@ class Outbox(Follower):
             conn.execute(messages_table.QUEUE, columns)
         return len(columns[0])
 
-    def _before(
-        self, conn: psycopg.Connection[Any], user_id: str, position: int
-    ) -> UserState | None:
-        """The user's state before the event at `position`: the one kept, if
-        it is of an earlier position (a batch rolled back leaves later ones),
-        else replayed from the history."""
-        kept = self._states.get(user_id)
-        if kept is not None and kept[1] < position:
-            return kept[0]
-        replayed = replay_user(self.ledger, conn, user_id, position - 1)
-        return replayed[0] if replayed else None
+    def _recall(self, conn: psycopg.Connection[Any], recorded: list[Any]) -> None:
+        """Make sure the state kept of each user of the batch is the one before
+        the batch: kept from an earlier batch if it is of an earlier position
+        (a batch rolled back leaves later ones), else replayed from the
+        history, for all of them in one query."""
+        start = recorded[0].position - 1
+        users = {r.event.originator_id for r in recorded}
+        stale = [u for u in users if (kept := self._states.get(u)) is None or kept[1] > start]
+        for user_id in stale:
+            self._states.pop(user_id, None)
+        if stale:
+            replayed = replay_users(self.ledger, conn, stale, start)
+            for user_id, (state, position) in replayed.items():
+                self._keep(user_id, state, position)
 
     def _keep(self, user_id: str, state: UserState, position: int) -> None:
         self._states[user_id] = (state, position)

@@ -59,6 +59,19 @@ class _Leased:
     keys: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    message: _Leased
+    at: datetime
+    status: int | None
+    error: str | None
+    duration_ms: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Connects only to addresses the policy allows, and to the very address it
     checked (not a second resolution of the name): DNS rebinding gains nothing."""
@@ -146,7 +159,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._record_lock: asyncio.Lock | None = None
+        self._attempts: asyncio.Queue[_Attempt] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -175,7 +188,7 @@ class Sender:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._record_lock = asyncio.Lock()
+        self._attempts = asyncio.Queue()
         backoff = 0.2
         while not self._stopping.is_set():
             try:
@@ -203,10 +216,12 @@ class Sender:
         ):
             await listener.execute(f"LISTEN {messages_table.CHANNEL}")
             listening = asyncio.create_task(self._listen(listener))
+            recording = asyncio.create_task(self._recorder(results))
             try:
                 while not self._stopping.is_set():
-                    if listening.done():
-                        listening.result()  # raises what ended it
+                    for helper in (listening, recording):
+                        if helper.done():
+                            helper.result()  # raises what ended it
                     self._wake.clear()
                     for leased in await self._claim(conn):
                         task = asyncio.create_task(self._deliver(client, results, leased))
@@ -218,6 +233,8 @@ class Sender:
                 listening.cancel()
                 if self._tasks:
                     await asyncio.wait(list(self._tasks), timeout=self.timeout + 1)
+                recording.cancel()
+                await self._write(results, self._taken())  # what was sent, recorded
 
     async def _listen(self, listener: psycopg.AsyncConnection[Any]) -> None:
         assert self._wake is not None
@@ -274,14 +291,13 @@ class Sender:
     async def _deliver(
         self, client: httpx.AsyncClient, results: psycopg.AsyncConnection[Any], m: _Leased
     ) -> None:
+        assert self._attempts is not None
         try:
             attempted_at = self.clock()
             started = time.perf_counter()
             status, error = await self._post(client, m)
             duration_ms = (time.perf_counter() - started) * 1000
-            await self._record(results, m, attempted_at, status, error, duration_ms)
-        except Exception:
-            log.exception("the attempt to deliver %s could not be recorded", m.id)
+            self._attempts.put_nowait(_Attempt(m, attempted_at, status, error, duration_ms))
         finally:
             self._in_flight[m.endpoint_id] -= 1
             if self._in_flight[m.endpoint_id] <= 0:
@@ -314,42 +330,61 @@ class Sender:
         except httpx.HTTPError as e:
             return None, f"{type(e).__name__}: {e}"[:500]
 
-    async def _record(
-        self,
-        results: psycopg.AsyncConnection[Any],
-        m: _Leased,
-        attempted_at: datetime,
-        status: int | None,
-        error: str | None,
-        duration_ms: float,
-    ) -> None:
-        self.attempts += 1
+    # -- recording ----------------------------------------------------------------
+
+    def _taken(self, first: _Attempt | None = None, most: int = 1000) -> list[_Attempt]:
+        """The attempts waiting to be recorded (after `first`), up to `most`."""
+        assert self._attempts is not None
+        batch = [] if first is None else [first]
+        while len(batch) < most and not self._attempts.empty():
+            batch.append(self._attempts.get_nowait())
+        return batch
+
+    async def _recorder(self, results: psycopg.AsyncConnection[Any]) -> None:
+        """Records the attempts as they finish, a batch per transaction. (The
+        message stays leased meanwhile: no one sends it again.)"""
+        assert self._attempts is not None and self._wake is not None
+        while True:
+            batch = self._taken(await self._attempts.get())
+            await self._write(results, batch)
+            self._wake.set()  # a user's next message may be due now
+
+    async def _write(self, results: psycopg.AsyncConnection[Any], batch: list[_Attempt]) -> None:
+        if not batch:
+            return
+        self.attempts += len(batch)
         now = self.clock()
-        ids = {"id": m.id, "owner": self.owner}
-        assert self._record_lock is not None
-        async with self._record_lock, results.transaction():
-            await results.execute(messages_table.COUNT_ATTEMPT, ids)
+        done = [a for a in batch if a.succeeded]
+        failed = [a for a in batch if not a.succeeded]
+        async with results.transaction():
             await results.execute(
-                messages_table.RECORD_ATTEMPT,
-                {
-                    "id": m.id,
-                    "at": attempted_at,
-                    "http_status": status,
-                    "error": error,
-                    "duration_ms": duration_ms,
-                },
+                messages_table.RECORD_ATTEMPTS,
+                (
+                    [a.message.id for a in batch],
+                    [a.at for a in batch],
+                    [a.status for a in batch],
+                    [a.error for a in batch],
+                    [a.duration_ms for a in batch],
+                ),
             )
-            if status is not None and 200 <= status < 300:
-                await results.execute(messages_table.SUCCEEDED, {**ids, "at": now})
-                await results.execute(endpoints_table.DELIVERING, (m.endpoint_id,))
-                return
-            delay = schedule.next_delay(m.tries + 1, jitter=self.jitter)
-            await results.execute(
-                messages_table.RETRY_LATER,
-                {**ids, "next": None if delay is None else now + delay},
-            )
-            endpoint = {"id": m.endpoint_id, "now": now, "limit": schedule.FAILING_LIMIT}
-            if status == 410:
-                await results.execute(endpoints_table.GONE, endpoint)
-            else:
-                await results.execute(endpoints_table.FAILING, endpoint)
+            if done:
+                ids = [a.message.id for a in done]
+                await results.execute(messages_table.SUCCEEDED, (now, ids, self.owner))
+                endpoints = list({a.message.endpoint_id for a in done})
+                await results.execute(endpoints_table.DELIVERING, (endpoints,))
+            if failed:
+                later = []
+                for a in failed:
+                    delay = schedule.next_delay(a.message.tries + 1, jitter=self.jitter)
+                    later.append(None if delay is None else now + delay)
+                ids = [a.message.id for a in failed]
+                await results.execute(messages_table.RETRY_LATER, (ids, later, self.owner))
+                for endpoint_id in sorted({a.message.endpoint_id for a in failed}):
+                    gone = any(
+                        a.status == 410 for a in failed if a.message.endpoint_id == endpoint_id
+                    )
+                    statement = endpoints_table.GONE if gone else endpoints_table.FAILING
+                    limit = schedule.FAILING_LIMIT
+                    await results.execute(
+                        statement, {"id": endpoint_id, "now": now, "limit": limit}
+                    )
