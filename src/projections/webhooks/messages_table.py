@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.db import Table
+from ledger.db import Table, advisory_key
 from ledger.times import timestamp
 from projections.webhooks import endpoints_table
 
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     type             text        NOT NULL,
     body             text        NOT NULL,
     status           text        NOT NULL DEFAULT 'pending' CHECK (status IN {STATUSES}),
+    ready            boolean     NOT NULL DEFAULT false,  -- the first pending of its user
     tries            integer     NOT NULL DEFAULT 0,  -- since it was last queued
     attempts         integer     NOT NULL DEFAULT 0,  -- ever
     next_attempt_at  timestamptz NOT NULL,
@@ -84,21 +85,49 @@ CHANNEL = "ledger_webhooks"
 
 # -- the sender's statements ------------------------------------------------------
 
-_IN_ORDER = (
-    f"NOT EXISTS (SELECT 1 FROM {TABLE} AS p WHERE p.endpoint_id = m.endpoint_id "
-    "AND p.user_id = m.user_id AND p.status = 'pending' AND p.seq < m.seq)"
-)
+#: Taken (for the transaction) before MARK_HEADS or REFRESH_HEADS, and held
+#: to commit: the outbox queueing a user's messages and a sender finishing the
+#: first of them each see what the other committed, so one of them marks the
+#: next ready (without it, each could leave the marking to the other).
+HEADS_LOCK = f"SELECT pg_advisory_xact_lock({advisory_key('ledger:webhooks:heads')})"
 
-#: Messages due at %(now)s, not leased at %(wall)s (leases run on the wall
-#: clock, which tests do not move), of enabled endpoints but those given
-#: (%(full)s: all their slots are in use), each the first pending one of its
-#: user at its endpoint (so that a user's messages arrive in position order).
+#: Marks the first pending message of each (endpoint, user) given (%s:
+#: endpoint ids, %s: user ids) ready, if none is: after messages are queued,
+#: and after one is done (succeeded or failed).
+MARK_HEADS = f"""
+UPDATE {TABLE} AS m SET ready = true
+FROM unnest(%s::text[], %s::text[]) AS k(endpoint_id, user_id)
+CROSS JOIN LATERAL (
+    SELECT p.id FROM {TABLE} AS p
+    WHERE p.endpoint_id = k.endpoint_id AND p.user_id = k.user_id AND p.status = 'pending'
+    ORDER BY p.seq LIMIT 1
+) AS head
+WHERE m.id = head.id AND NOT m.ready
+"""
+
+#: The same, where an earlier message was queued again (a retry, a recover):
+#: the first pending of each (endpoint, user) is ready, the others are not.
+REFRESH_HEADS = f"""
+UPDATE {TABLE} AS m SET ready = (m.id = head.id)
+FROM unnest(%s::text[], %s::text[]) AS k(endpoint_id, user_id)
+CROSS JOIN LATERAL (
+    SELECT p.id FROM {TABLE} AS p
+    WHERE p.endpoint_id = k.endpoint_id AND p.user_id = k.user_id AND p.status = 'pending'
+    ORDER BY p.seq LIMIT 1
+) AS head
+WHERE m.endpoint_id = k.endpoint_id AND m.user_id = k.user_id AND m.status = 'pending'
+  AND m.ready IS DISTINCT FROM (m.id = head.id)
+"""
+
+#: Ready messages due at %(now)s, not leased at %(wall)s (leases run on the
+#: wall clock, which tests do not move), of enabled endpoints but those given
+#: (%(full)s: all their slots are in use).
 DUE = (
     f"SELECT m.id, m.endpoint_id FROM {TABLE} AS m "
     f"JOIN {endpoints_table.TABLE} AS e ON e.id = m.endpoint_id "
-    "WHERE m.status = 'pending' AND m.next_attempt_at <= %(now)s "
+    "WHERE m.ready AND m.next_attempt_at <= %(now)s "
     "AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) AND NOT e.disabled "
-    f"AND NOT (m.endpoint_id = ANY(%(full)s)) AND {_IN_ORDER} "
+    "AND NOT (m.endpoint_id = ANY(%(full)s)) "
     "ORDER BY m.next_attempt_at, m.seq LIMIT %(limit)s"
 )
 
@@ -108,13 +137,11 @@ DUE = (
 #: https://www.postgresql.org/docs/current/transaction-iso.html#XACT-READ-COMMITTED
 LEASE = (
     f"UPDATE {TABLE} AS m SET lease_owner = %(owner)s, lease_until = %(until)s "
-    "WHERE m.id = ANY(%(ids)s) AND m.status = 'pending' "
-    f"AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) AND {_IN_ORDER} "
+    "WHERE m.id = ANY(%(ids)s) AND m.ready "
+    "AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) "
     "RETURNING m.id, m.endpoint_id, m.user_id, m.body, m.tries, m.attempts"
 )
 
-#: A batch of attempts (%s: message ids, times, HTTP statuses, errors,
-#: durations), each counted on its message and numbered by it.
 RECORD_ATTEMPTS = f"""
 WITH r AS (
     SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::integer[], %s::text[],
@@ -131,8 +158,9 @@ FROM r JOIN counted AS c ON c.id = r.id
 #: Attempts that succeeded at %s (messages %s, if their lease is still this
 #: sender's, %s).
 SUCCEEDED = (
-    f"UPDATE {TABLE} SET status = 'succeeded', delivered_at = %s, lease_owner = NULL, "
-    "lease_until = NULL, tries = tries + 1 WHERE id = ANY(%s) AND lease_owner = %s"
+    f"UPDATE {TABLE} SET status = 'succeeded', ready = false, delivered_at = %s, "
+    "lease_owner = NULL, lease_until = NULL, tries = tries + 1 "
+    "WHERE id = ANY(%s) AND lease_owner = %s"
 )
 
 #: Attempts that failed (%s: message ids, and when each is tried next, null
@@ -140,6 +168,7 @@ SUCCEEDED = (
 RETRY_LATER = f"""
 UPDATE {TABLE} AS m SET
     status = CASE WHEN r.next IS NULL THEN 'failed' ELSE 'pending' END,
+    ready = r.next IS NOT NULL,
     next_attempt_at = COALESCE(r.next, m.next_attempt_at),
     lease_owner = NULL, lease_until = NULL, tries = m.tries + 1
 FROM unnest(%s::text[], %s::timestamptz[]) AS r(id, next)
@@ -173,17 +202,20 @@ ATTEMPTS_OF = (
     "WHERE message_id = ANY(%s) ORDER BY message_id, attempt"
 )
 
-#: Send a message again, at %(now)s, with the whole retry schedule before it.
+#: Send a message again, at %(now)s, with the whole retry schedule before it
+#: (then REFRESH_HEADS for its user).
 REQUEUE = (
     f"UPDATE {TABLE} SET status = 'pending', tries = 0, next_attempt_at = %(now)s, "
     f"lease_owner = NULL, lease_until = NULL WHERE id = %(id)s RETURNING {COLUMNS}"
 )
 
-#: Send again every message of an endpoint about an event recorded at or after %(since)s.
+#: Send again every message of an endpoint about an event recorded at or after
+#: %(since)s (then REFRESH_HEADS for their users).
 RECOVER = (
     f"UPDATE {TABLE} SET status = 'pending', tries = 0, next_attempt_at = %(now)s, "
     "lease_owner = NULL, lease_until = NULL "
-    "WHERE endpoint_id = %(endpoint)s AND event_at >= %(since)s AND status <> 'pending'"
+    "WHERE endpoint_id = %(endpoint)s AND event_at >= %(since)s AND status <> 'pending' "
+    "RETURNING user_id"
 )
 
 #: For the metrics: messages by status, and each endpoint's oldest pending message.

@@ -32,7 +32,7 @@ from projections.follower import Follower
 from projections.history import replay_users
 from projections.projector import decode_rows
 from projections.webhooks import endpoints_table, messages_table
-from projections.webhooks.messages import body, message_id, messages_of, subscribed
+from projections.webhooks.messages import Message, body, message_id, messages_of, subscribed
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +128,23 @@ class Outbox(Follower):
             before = kept[0] if kept is not None else None
             after = evolve(r.event, before)
             self._keep(user_id, after, r.position)
+            bodies: dict[Message, str] = {}  # the same for every endpoint
             for endpoint in endpoints:
                 if r.position <= endpoint.created_position:
                     continue
                 for message in messages_of(r.event, before, after, endpoint.low_balance_threshold):
                     if not subscribed(endpoint.event_types, message.type):
                         continue
+                    text = bodies.get(message)
+                    if text is None:
+                        text = bodies[message] = body(message, r.event, after, r.position)
                     values = (
                         message_id(endpoint.id, r.position, message),
                         endpoint.id,
                         user_id,
                         r.position,
                         message.type,
-                        body(message, r.event, after, r.position),
+                        text,
                         r.event.timestamp,
                         r.event.timestamp,
                     )
@@ -148,6 +152,9 @@ class Outbox(Follower):
                         column.append(value)
         if columns[0]:
             conn.execute(messages_table.QUEUE, columns)
+            pairs = sorted(set(zip(columns[1], columns[2], strict=True)))
+            conn.execute(messages_table.HEADS_LOCK)
+            conn.execute(messages_table.MARK_HEADS, ([e for e, _ in pairs], [u for _, u in pairs]))
         return len(columns[0])
 
     def _recall(self, conn: psycopg.Connection[Any], recorded: list[Any]) -> None:

@@ -125,6 +125,12 @@ def _keyed(
     return _json(body, status)
 
 
+def _refresh_heads(conn: Connection, endpoint_id: str, user_ids: list[str]) -> None:
+    """Messages queued again: which of each user's is to be sent first."""
+    conn.execute(messages_table.HEADS_LOCK)
+    conn.execute(messages_table.REFRESH_HEADS, ([endpoint_id] * len(user_ids), user_ids))
+
+
 def _wake_senders(conn: Connection) -> None:
     conn.execute("SELECT pg_notify(%s, '')", (messages_table.CHANNEL,))
 
@@ -325,6 +331,7 @@ def retry_delivery(delivery_id: DeliveryIdPath, request: AdminKeyed) -> Response
         row = _found(
             _one(conn, messages_table.REQUEUE, {"id": delivery_id, "now": now}), "delivery"
         )
+        _refresh_heads(conn, row["endpoint_id"], [row["user_id"]])
         _wake_senders(conn)
         return 202, _deliveries(conn, [row])[0]
 
@@ -347,8 +354,10 @@ def recover(endpoint_id: EndpointIdPath, body: RecoverRequest, request: AdminKey
     def make(conn: Connection) -> tuple[int, dict[str, Any]]:
         _found(_one(conn, endpoints_table.ONE, (endpoint_id,)))
         params = {"endpoint": endpoint_id, "since": body.since, "now": services.clock()}
-        queued = conn.execute(messages_table.RECOVER, params).rowcount
+        users = [str(u) for (u,) in conn.execute(messages_table.RECOVER, params).fetchall()]
+        _refresh_heads(conn, endpoint_id, sorted(set(users)))
         _wake_senders(conn)
+        queued = len(users)
         return 202, {"endpoint_id": endpoint_id, "since": timestamp(body.since), "queued": queued}
 
     fields = {"id": endpoint_id, "since": timestamp(body.since)}

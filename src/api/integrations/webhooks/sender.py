@@ -116,11 +116,13 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport, connecting through _GuardedBackend; no proxies."""
 
-    def __init__(self, policy: Policy, *, max_connections: int = 100) -> None:
+    def __init__(self, policy: Policy, *, max_connections: int = 32) -> None:
         super().__init__(trust_env=False)
+        # Few connections: the pool looks at each of them for every request.
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl.create_default_context(cafile=certifi.where()),
             max_connections=max_connections,
+            max_keepalive_connections=max_connections,
             network_backend=_GuardedBackend(policy),
         )
 
@@ -205,7 +207,7 @@ class Sender:
     async def _serve(self) -> None:
         assert self._wake is not None
         conninfo = self.database.conninfo()
-        transport = GuardedTransport(self.policy)
+        transport = GuardedTransport(self.policy, max_connections=self.concurrency)
         async with (
             httpx.AsyncClient(
                 transport=transport, follow_redirects=False, trust_env=False
@@ -229,11 +231,15 @@ class Sender:
                         task.add_done_callback(self._tasks.discard)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    if self._tasks:
+                        await asyncio.sleep(0.002)  # a few more slots free, one claim
             finally:
                 listening.cancel()
                 if self._tasks:
                     await asyncio.wait(list(self._tasks), timeout=self.timeout + 1)
                 recording.cancel()
+                with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                    await recording
                 await self._write(results, self._taken())  # what was sent, recorded
 
     async def _listen(self, listener: psycopg.AsyncConnection[Any]) -> None:
@@ -357,6 +363,7 @@ class Sender:
         done = [a for a in batch if a.succeeded]
         failed = [a for a in batch if not a.succeeded]
         async with results.transaction():
+            await results.execute(messages_table.HEADS_LOCK)
             await results.execute(
                 messages_table.RECORD_ATTEMPTS,
                 (
@@ -388,3 +395,7 @@ class Sender:
                     await results.execute(
                         statement, {"id": endpoint_id, "now": now, "limit": limit}
                     )
+            pairs = sorted({(a.message.endpoint_id, a.message.user_id) for a in batch})
+            await results.execute(
+                messages_table.MARK_HEADS, ([e for e, _ in pairs], [u for _, u in pairs])
+            )
