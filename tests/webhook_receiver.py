@@ -82,6 +82,8 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the sender went away mid-request: nothing was delivered
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 got = Received(self.path, headers, body, time.time())
                 answer = receiver.answers.get(self.path, lambda _: (200, 0.0))
