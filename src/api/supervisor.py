@@ -9,13 +9,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from api.integrations.webhooks.safety import Policy
-from api.integrations.webhooks.sender import Sender
 from api.settings import Settings
 from ledger.application import Ledger
 from ledger.clock import clock_from
@@ -24,7 +23,6 @@ from projections.expiry import ExpiryWorker
 from projections.projector import Projector
 from projections.rebuilds import BackgroundRebuilds
 from projections.sealer import ChainSealer
-from projections.webhooks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +45,19 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
     )
     expiry = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
     sealer = ChainSealer(database, ledger)
-    outbox, sender = webhooks(database, ledger, settings)
+    # Webhooks in a process of their own: sharing this one's interpreter, the
+    # sender's event loop would wait on the projector's batches for the GIL.
+    hooks = webhooks_child(database.url) if settings.webhooks else None
     projector.start()
     expiry.start()
     sealer.start()
-    if outbox is not None and sender is not None:
-        outbox.start()
-        sender.start()
+    if hooks is not None:
+        hooks.start()
     try:
         stop.wait()
     finally:
-        if outbox is not None and sender is not None:
-            sender.stop()
-            outbox.stop()
+        if hooks is not None:
+            hooks.stop()
         sealer.stop()
         expiry.stop()
         projector.stop()
@@ -67,24 +65,10 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
         ledger.close()
 
 
-def webhooks(
-    database: Database, ledger: Ledger, settings: Settings
-) -> tuple[Outbox | None, Sender | None]:
-    """The webhook outbox (one active per database, like the projector) and a
-    sender (one per projector process: senders share the work), unless
-    LEDGER_WEBHOOKS is off."""
-    if not settings.webhooks:
-        return None, None
-    policy = Policy(settings.webhooks_allow_http, settings.webhooks_allow_private)
-    sender = Sender(
-        database,
-        policy=policy,
-        clock=clock_from(settings.clock_offset_file),
-        per_endpoint=settings.webhooks_per_endpoint,
-        concurrency=settings.webhooks_concurrency,
-        timeout=settings.webhooks_timeout_seconds,
-    )
-    return Outbox(database, ledger, poll_interval=0.5), sender
+def webhooks_child(url: str) -> ChildProcess:
+    from api.webhook_worker import webhooks_process
+
+    return ChildProcess(url, webhooks_process, "ledger-webhooks")
 
 
 def configure_logging(level: str) -> None:
@@ -118,19 +102,21 @@ def projector_process(url: str, parent: int) -> None:
     run_projector(Database(url), settings, stop)
 
 
-class ProjectorProcess:
-    """`ledger serve`'s projector, in a child process, started again (after 1 s,
+class ChildProcess:
+    """`target(url, parent_pid)` in a child process, started again (after 1 s,
     doubling up to 30 s) whenever it dies on its own, killed by the OOM
     killer, say."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, target: Callable[[str, int], None], name: str) -> None:
         self.url = url
+        self.target = target
+        self.name = name
         self._context = multiprocessing.get_context("spawn")
         self._child: BaseProcess | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._supervisor = threading.Thread(
-            target=self._supervise, name="projector-supervisor", daemon=True
+            target=self._supervise, name=f"{name}-supervisor", daemon=True
         )
 
     def start(self) -> None:
@@ -148,7 +134,7 @@ class ProjectorProcess:
 
     def _spawn(self) -> None:
         child = self._context.Process(
-            target=projector_process, args=(self.url, os.getpid()), name="ledger-projector"
+            target=self.target, args=(self.url, os.getpid()), name=self.name
         )
         with self._lock:
             if self._stopping.is_set():
@@ -170,7 +156,8 @@ class ProjectorProcess:
             if time.monotonic() - started > 60:
                 delay = 1.0
             log.warning(
-                "the projector process exited (code %s); starting another in %.0f s",
+                "the %s process exited (code %s); starting another in %.0f s",
+                self.name,
                 child.exitcode,
                 delay,
             )
@@ -178,3 +165,10 @@ class ProjectorProcess:
                 return
             delay = min(delay * 2, 30.0)
             self._spawn()
+
+
+class ProjectorProcess(ChildProcess):
+    """`ledger serve`'s projector, in a child process (see ChildProcess)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, projector_process, "ledger-projector")

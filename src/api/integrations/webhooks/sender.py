@@ -57,6 +57,7 @@ class _Leased:
     tries: int
     url: str
     keys: tuple[str, ...]
+    lease_until: datetime  # on the wall clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,32 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+class _Clients:
+    """An HTTP client per endpoint, with as many connections as its slots:
+    httpcore looks at each connection of its pool for every request, and an
+    endpoint's connections are of no use to another's."""
+
+    def __init__(self, policy: Policy, connections: int) -> None:
+        self.policy = policy
+        self.connections = connections
+        self.clients: dict[str, httpx.AsyncClient] = {}
+
+    def of(self, endpoint_id: str) -> httpx.AsyncClient:
+        client = self.clients.get(endpoint_id)
+        if client is None:
+            transport = GuardedTransport(self.policy, max_connections=self.connections)
+            client = self.clients[endpoint_id] = httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=False
+            )
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self.clients.clear()
+
+
 class Sender:
     def __init__(
         self,
@@ -149,13 +176,18 @@ class Sender:
         self.per_endpoint = per_endpoint
         self.concurrency = concurrency
         self.timeout = timeout
-        # Longer than any attempt can take: a lease runs out only for a sender gone.
-        self.lease = timedelta(seconds=max(lease_seconds or 0.0, timeout + 5))
+        # Longer than a message can wait in hand (one attempt ahead of it) and
+        # then take: a lease runs out only for a sender gone.
+        self.lease = timedelta(seconds=max(lease_seconds or 0.0, 2 * timeout + 5))
         self.poll_interval = poll_interval
         self.jitter = jitter
         self.owner = uuid.uuid4().hex
         self.attempts = 0
+        #: Messages leased and not done yet, by endpoint: up to twice its slots,
+        #: so that the next starts as soon as one is done (no query between).
         self._in_flight: Counter[str] = Counter()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._sending: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,6 +223,7 @@ class Sender:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._attempts = asyncio.Queue()
+        self._sending = asyncio.Semaphore(self.concurrency)
         backoff = 0.2
         while not self._stopping.is_set():
             try:
@@ -207,11 +240,8 @@ class Sender:
     async def _serve(self) -> None:
         assert self._wake is not None
         conninfo = self.database.conninfo()
-        transport = GuardedTransport(self.policy, max_connections=self.concurrency)
+        clients = _Clients(self.policy, self.per_endpoint)
         async with (
-            httpx.AsyncClient(
-                transport=transport, follow_redirects=False, trust_env=False
-            ) as client,
             await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn,
             await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as results,
             await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener,
@@ -226,7 +256,8 @@ class Sender:
                             helper.result()  # raises what ended it
                     self._wake.clear()
                     for leased in await self._claim(conn):
-                        task = asyncio.create_task(self._deliver(client, results, leased))
+                        client = clients.of(leased.endpoint_id)
+                        task = asyncio.create_task(self._deliver(client, leased))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
                     with contextlib.suppress(TimeoutError):
@@ -241,6 +272,7 @@ class Sender:
                 with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                     await recording
                 await self._write(results, self._taken())  # what was sent, recorded
+                await clients.close()
 
     async def _listen(self, listener: psycopg.AsyncConnection[Any]) -> None:
         assert self._wake is not None
@@ -250,26 +282,27 @@ class Sender:
     # -- claiming -----------------------------------------------------------------
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any]) -> list[_Leased]:
-        free = self.concurrency - sum(self._in_flight.values())
+        held = 2 * self.per_endpoint
+        free = 2 * self.concurrency - sum(self._in_flight.values())
         if free <= 0:
             return []
         now, wall = self.clock(), self.wall_clock()
-        full = [e for e, n in self._in_flight.items() if n >= self.per_endpoint]
+        full = [e for e, n in self._in_flight.items() if n >= held]
         cursor = await conn.execute(
             messages_table.DUE, {"now": now, "wall": wall, "full": full, "limit": free * 4}
         )
         slots: dict[str, int] = {}
         chosen: list[str] = []
         for message_id, endpoint_id in await cursor.fetchall():
-            left = slots.setdefault(endpoint_id, self.per_endpoint - self._in_flight[endpoint_id])
+            left = slots.setdefault(endpoint_id, held - self._in_flight[endpoint_id])
             if left > 0 and len(chosen) < free:
                 chosen.append(message_id)
                 slots[endpoint_id] = left - 1
         if not chosen:
             return []
+        until = wall + self.lease
         cursor = await conn.execute(
-            messages_table.LEASE,
-            {"owner": self.owner, "until": wall + self.lease, "ids": chosen, "wall": wall},
+            messages_table.LEASE, {"owner": self.owner, "until": until, "ids": chosen, "wall": wall}
         )
         rows = await cursor.fetchall()
         if not rows:
@@ -283,27 +316,36 @@ class Sender:
             if endpoint is None:
                 continue  # deleted meanwhile, and its messages with it
             keys = [endpoint["secret"]]
-            until = endpoint["previous_secret_until"]
-            if endpoint["previous_secret"] and until is not None and until > now:
+            previous_until = endpoint["previous_secret_until"]
+            if endpoint["previous_secret"] and previous_until is not None and previous_until > now:
                 keys.append(endpoint["previous_secret"])
+            url = endpoint["url"]
             leased.append(
-                _Leased(message_id, endpoint_id, user_id, body, tries, endpoint["url"], tuple(keys))
+                _Leased(message_id, endpoint_id, user_id, body, tries, url, tuple(keys), until)
             )
             self._in_flight[endpoint_id] += 1
         return leased
 
     # -- sending ------------------------------------------------------------------
 
-    async def _deliver(
-        self, client: httpx.AsyncClient, results: psycopg.AsyncConnection[Any], m: _Leased
-    ) -> None:
-        assert self._attempts is not None
+    async def _deliver(self, client: httpx.AsyncClient, m: _Leased) -> None:
+        """Waits for one of the endpoint's slots and one of the sender's, then
+        sends, unless the lease could run out before the attempt ends (the
+        message is then left to whoever leases it next)."""
+        assert self._attempts is not None and self._sending is not None
+        slots = self._slots.get(m.endpoint_id)
+        if slots is None:
+            slots = self._slots[m.endpoint_id] = asyncio.Semaphore(self.per_endpoint)
         try:
-            attempted_at = self.clock()
-            started = time.perf_counter()
-            status, error = await self._post(client, m)
-            duration_ms = (time.perf_counter() - started) * 1000
-            self._attempts.put_nowait(_Attempt(m, attempted_at, status, error, duration_ms))
+            async with slots, self._sending:
+                left = (m.lease_until - self.wall_clock()).total_seconds()
+                if left < self.timeout + 1:
+                    return
+                attempted_at = self.clock()
+                started = time.perf_counter()
+                status, error = await self._post(client, m)
+                duration_ms = (time.perf_counter() - started) * 1000
+                self._attempts.put_nowait(_Attempt(m, attempted_at, status, error, duration_ms))
         finally:
             self._in_flight[m.endpoint_id] -= 1
             if self._in_flight[m.endpoint_id] <= 0:
