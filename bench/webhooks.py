@@ -5,9 +5,10 @@ command's message reaches its endpoint.
   then with three subscribed to every event, each on a ledger of its own, in
   one run. The outbox and sender run beside the projector, off the command
   path: the goal is at least 0.9 of the rate without endpoints.
-- Delivery lag at a steady 1,000 spends per second: the time a spend's
-  `credits.spent` message reached the receiver minus the time the spend was
-  acknowledged (both this process's clock). Goal: p99 at most 250 ms.
+- Delivery lag at a steady 1,000 spends per second (and at 200): the time a
+  spend's `credits.spent` message reached the receiver minus the time the
+  spend was acknowledged (both this process's clock). Goal: p99 at most
+  250 ms at 1,000 per second.
 
 The receiver is a small asyncio HTTP server in this process, on 127.0.0.1,
 answering 200 at once (so the ledger is told to allow http and private
@@ -134,14 +135,16 @@ def _spends(server: Server, endpoints: int, warmup: float, seconds: float) -> di
         return {**result, "endpoints": endpoints, "messages_received": receiver.arrived}
 
 
-async def _paced(port: int, user_ids: list[str], warmup: float, seconds: float) -> list[lag.Sent]:
+async def _paced(
+    port: int, user_ids: list[str], warmup: float, seconds: float, rate: float
+) -> list[lag.Sent]:
     queue: asyncio.Queue[tuple[lag.Sent, bytes] | None] = asyncio.Queue()
     workers = [asyncio.create_task(lag._connection(port, queue)) for _ in range(lag.CONNECTIONS)]
     rng = random.Random(4)
     sends: list[lag.Sent] = []
     start = time.perf_counter() + 0.05
-    for i in range(int((warmup + seconds) * lag.RATE)):
-        due = start + i / lag.RATE
+    for i in range(int((warmup + seconds) * rate)):
+        due = start + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -155,14 +158,14 @@ async def _paced(port: int, user_ids: list[str], warmup: float, seconds: float) 
     return [s for s in sends if s.scheduled >= start + warmup]
 
 
-def _lag(server: Server, warmup: float, seconds: float) -> dict[str, Any]:
+def _lag(server: Server, warmup: float, seconds: float, rate: float) -> dict[str, Any]:
     workload = WORKLOADS[0]
     with server.scratch("webhooks_lag") as database, Receiver() as receiver:
         prepare_events(database, workload)
         with serving(_ledger(database)) as served:
             wait_projected(database)
             _subscribe(served, receiver, 1, ["credits.spent"])
-            measured = asyncio.run(_paced(served.port, workload.user_ids(), warmup, seconds))
+            measured = asyncio.run(_paced(served.port, workload.user_ids(), warmup, seconds, rate))
             ok = [s for s in measured if s.status == 201]
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and any(
@@ -177,7 +180,7 @@ def _lag(server: Server, warmup: float, seconds: float) -> dict[str, Any]:
         first = min(s.scheduled for s in measured)
         last = max(s.acknowledged for s in measured)
         return {
-            "target_rate": lag.RATE,
+            "target_rate": rate,
             "commands": len(measured),
             "acknowledged": len(ok),
             "achieved_rate": round(len(ok) / (last - first), 1),
@@ -195,5 +198,7 @@ def measure(server: Server, *, warmup: float, seconds: float) -> dict[str, Any]:
         "spends_without_endpoints": none,
         "spends_with_three_endpoints": three,
         "ratio": round(three["spends_per_second"] / max(none["spends_per_second"], 1), 3),
-        "lag_at_1000_per_second": _lag(server, min(warmup, 2.0), seconds),
+        "lag_at_1000_per_second": _lag(server, min(warmup, 2.0), seconds, lag.RATE),
+        # Beside it, a rate this sender keeps up with on a small machine.
+        "lag_at_200_per_second": _lag(server, min(warmup, 2.0), seconds, 200.0),
     }
