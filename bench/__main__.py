@@ -29,11 +29,11 @@ from typing import Any
 import orjson
 import psutil
 
-from bench import cold, lag, profile, rebuild, replies, report, throughput, writer
+from bench import cold, lag, profile, rebuild, replies, report, throughput, webhooks, writer
 from bench.databases import RUN_ID, Server, sweep
 from bench.wrk import ensure_wrk
 
-SECTIONS = ("http", "cold", "lag", "rebuild", "replies", "writer", "verify")
+SECTIONS = ("http", "cold", "lag", "rebuild", "replies", "writer", "verify", "webhooks")
 
 
 def machine(server: Server) -> dict[str, Any]:
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "replies": lambda: replies.measure(server, warmup=args.warmup, seconds=args.seconds),
         "writer": lambda: writer.measure(server, seconds=min(args.seconds, 5.0)),
         "verify": lambda: rebuild.measure_verify(server, args.events),
+        "webhooks": lambda: webhooks.measure(server, warmup=args.warmup, seconds=args.seconds),
     }
     for name in args.only:
         _say(f"{name}...")

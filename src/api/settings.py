@@ -34,6 +34,28 @@ class Settings(BaseSettings):
     stripe_catalog: Path | None = Field(
         None, description="The TOML catalogue of what each SKU buys and costs."
     )
+    webhooks: bool = Field(
+        True,
+        description="Run the webhook outbox and sender beside the projector (`ledger serve`, "
+        "`ledger project`).",
+    )
+    webhooks_allow_http: bool = Field(
+        False, description="Allow http:// webhook endpoints (https only otherwise)."
+    )
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Allow webhook endpoints at loopback, private, link-local or multicast "
+        "addresses (refused otherwise, when created and when sending).",
+    )
+    webhooks_per_endpoint: int = Field(
+        4, ge=1, le=100, description="Deliveries in flight to one endpoint at a time."
+    )
+    webhooks_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="How long a delivery waits for the endpoint's answer."
+    )
+    webhooks_concurrency: int = Field(
+        32, ge=1, le=1000, description="Deliveries in flight per sender."
+    )
     clock_offset_file: Path | None = Field(
         None,
         description="A file holding seconds to move the ledger's clock by (tests and "

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 import psycopg
@@ -44,17 +45,30 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
     )
     expiry = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
     sealer = ChainSealer(database, ledger)
+    # Webhooks in a process of their own: sharing this one's interpreter, the
+    # sender's event loop would wait on the projector's batches for the GIL.
+    hooks = webhooks_child(database.url) if settings.webhooks else None
     projector.start()
     expiry.start()
     sealer.start()
+    if hooks is not None:
+        hooks.start()
     try:
         stop.wait()
     finally:
+        if hooks is not None:
+            hooks.stop()
         sealer.stop()
         expiry.stop()
         projector.stop()
         rebuilds.join(timeout=5)
         ledger.close()
+
+
+def webhooks_child(url: str) -> ChildProcess:
+    from api.webhook_worker import webhooks_process
+
+    return ChildProcess(url, webhooks_process, "ledger-webhooks")
 
 
 def configure_logging(level: str) -> None:
@@ -88,19 +102,21 @@ def projector_process(url: str, parent: int) -> None:
     run_projector(Database(url), settings, stop)
 
 
-class ProjectorProcess:
-    """`ledger serve`'s projector, in a child process, started again (after 1 s,
+class ChildProcess:
+    """`target(url, parent_pid)` in a child process, started again (after 1 s,
     doubling up to 30 s) whenever it dies on its own, killed by the OOM
     killer, say."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, target: Callable[[str, int], None], name: str) -> None:
         self.url = url
+        self.target = target
+        self.name = name
         self._context = multiprocessing.get_context("spawn")
         self._child: BaseProcess | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._supervisor = threading.Thread(
-            target=self._supervise, name="projector-supervisor", daemon=True
+            target=self._supervise, name=f"{name}-supervisor", daemon=True
         )
 
     def start(self) -> None:
@@ -118,7 +134,7 @@ class ProjectorProcess:
 
     def _spawn(self) -> None:
         child = self._context.Process(
-            target=projector_process, args=(self.url, os.getpid()), name="ledger-projector"
+            target=self.target, args=(self.url, os.getpid()), name=self.name
         )
         with self._lock:
             if self._stopping.is_set():
@@ -140,7 +156,8 @@ class ProjectorProcess:
             if time.monotonic() - started > 60:
                 delay = 1.0
             log.warning(
-                "the projector process exited (code %s); starting another in %.0f s",
+                "the %s process exited (code %s); starting another in %.0f s",
+                self.name,
                 child.exitcode,
                 delay,
             )
@@ -148,3 +165,10 @@ class ProjectorProcess:
                 return
             delay = min(delay * 2, 30.0)
             self._spawn()
+
+
+class ProjectorProcess(ChildProcess):
+    """`ledger serve`'s projector, in a child process (see ChildProcess)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, projector_process, "ledger-projector")

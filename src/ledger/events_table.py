@@ -51,7 +51,14 @@ OF_USER_UP_TO = (
     "ORDER BY originator_version"
 )
 
-#: Every event up to a position, user by user (for replays of the whole ledger).
+#: Some users' events at positions up to one, user by user, oldest first.
+OF_USERS_UP_TO = (
+    "SELECT originator_id, originator_version, topic, state, notification_id FROM "
+    f"{TABLE} WHERE originator_id = ANY(%s) AND notification_id <= %s "
+    "ORDER BY originator_id, originator_version"
+)
+
+#: Every event up to a position (for replays of the whole ledger).
 ALL_BY_USER = (
     "SELECT originator_id, originator_version, topic, state, notification_id "
     f"FROM {TABLE} WHERE notification_id <= %s "

@@ -87,6 +87,21 @@ def replay_user(
     return (state, position) if state is not None else None
 
 
+def replay_users(
+    ledger: Ledger, conn: psycopg.Connection[Any], user_ids: list[str], up_to: int
+) -> dict[str, tuple[UserState, int]]:
+    """Each of some users' state from their events at positions up to `up_to`,
+    read on `conn` in one query, and the position of the last (users with no
+    event by then are left out)."""
+    states: dict[str, tuple[UserState, int]] = {}
+    rows = conn.execute(events_table.OF_USERS_UP_TO, (user_ids, up_to)).fetchall()
+    for user_id, version, topic, data, notification_id in rows:
+        event = ledger.decode_row(user_id, version, topic, data)
+        before = states.get(user_id)
+        states[user_id] = (evolve(event, before[0] if before else None), notification_id)
+    return states
+
+
 def replay_all(
     ledger: Ledger,
     conn: psycopg.Connection[Any],

@@ -11,6 +11,7 @@ from ledger.db import Table
 from projections import status as st
 from projections import users_table
 from projections.users import UsersProjection
+from projections.webhooks import endpoints_table, messages_table
 
 
 def tables(ledger: Ledger, projection: UsersProjection | None = None) -> list[Table]:
@@ -32,4 +33,6 @@ def tables(ledger: Ledger, projection: UsersProjection | None = None) -> list[Ta
         Table(st.TRACKING_TABLE, lambda _: tracking.create_table()),
         Table.of(st.STATUS_TABLE, st.CREATE_STATUS_TABLE),
         Table(users_table.TABLE_NAME, create_users),
+        endpoints_table.DEFINITION,
+        *messages_table.DEFINITIONS,
     ]

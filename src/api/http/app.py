@@ -13,7 +13,17 @@ from api.bootstrap import Services, build_services, resolve_database
 from api.http import openapi, problems
 from api.http.direct import DirectRoutes
 from api.http.middleware import Edge
-from api.http.routers import events, grants, health, holds, projections, stripe, trust, users
+from api.http.routers import (
+    events,
+    grants,
+    health,
+    holds,
+    projections,
+    stripe,
+    trust,
+    users,
+    webhooks,
+)
 from api.settings import Settings
 
 DESCRIPTION = """
@@ -34,7 +44,7 @@ with the same key and the same request returns the first response (with
 
 
 #: Every router, in the order their routes are matched.
-ROUTERS = (users, holds, grants, trust, events, projections, stripe, health)
+ROUTERS = (users, holds, grants, trust, events, projections, stripe, webhooks, health)
 
 
 def create_app(services: Services) -> FastAPI:

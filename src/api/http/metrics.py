@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -98,7 +99,7 @@ class Metrics:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
 
-    def render(self, projections: list[Overview]) -> bytes:
+    def render(self, projections: list[Overview], webhooks: WebhookFigures | None = None) -> bytes:
         if self.shared_dir:
             commands = CollectorRegistry()
             MultiProcessCollector(commands, path=self.shared_dir)  # type: ignore[no-untyped-call]
@@ -106,7 +107,46 @@ class Metrics:
             commands = self.registry
         read_now = CollectorRegistry()
         read_now.register(_Projections(projections))
+        if webhooks is not None:
+            read_now.register(_Webhooks(webhooks))
         return generate_latest(commands) + generate_latest(read_now)
+
+
+@dataclass(frozen=True)
+class WebhookFigures:
+    """Webhook messages by status, and per endpoint: how many wait, and the
+    age in seconds of the oldest event among them (0 when none waits)."""
+
+    by_status: dict[str, int]
+    endpoints: list[tuple[str, int, float]]
+
+
+class _Webhooks(Collector):
+    def __init__(self, figures: WebhookFigures) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        messages = GaugeMetricFamily(
+            "ledger_webhook_messages",
+            "Webhook messages by status: pending (queued), succeeded (delivered), failed.",
+            labels=["status"],
+        )
+        for status in ("pending", "succeeded", "failed"):
+            messages.add_metric([status], self.figures.by_status.get(status, 0))
+        pending = GaugeMetricFamily(
+            "ledger_webhook_endpoint_pending",
+            "Messages waiting for each endpoint.",
+            labels=["endpoint"],
+        )
+        lag = GaugeMetricFamily(
+            "ledger_webhook_endpoint_lag_seconds",
+            "Age of the oldest event whose message still waits for each endpoint.",
+            labels=["endpoint"],
+        )
+        for endpoint, count, seconds in self.figures.endpoints:
+            pending.add_metric([endpoint], count)
+            lag.add_metric([endpoint], seconds)
+        yield from (messages, pending, lag)
 
 
 class _Projections(Collector):

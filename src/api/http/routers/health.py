@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import orjson
 import psycopg
 from fastapi import APIRouter
 from starlette.responses import Response
 
 from api.http.deps import OpenServices
-from api.http.metrics import CONTENT_TYPE
+from api.http.metrics import CONTENT_TYPE, WebhookFigures
 from api.http.problems import RETRY_AFTER_SECONDS, problem
 from projections.overview import overview
+from projections.webhooks import messages_table
 
 router = APIRouter(tags=["health"])
 
@@ -59,9 +63,20 @@ def readyz(services: OpenServices) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(services: OpenServices) -> Response:
+    webhooks = None
     try:
         with services.pool.connection() as conn:
             items = [overview(conn, services.projection.name)]
+            webhooks = webhook_figures(conn, services.clock())
     except psycopg.Error:
         items = []
-    return Response(services.metrics.render(items), media_type=CONTENT_TYPE)
+    return Response(services.metrics.render(items, webhooks), media_type=CONTENT_TYPE)
+
+
+def webhook_figures(conn: psycopg.Connection[Any], now: datetime) -> WebhookFigures:
+    by_status = {str(s): int(n) for s, n in conn.execute(messages_table.COUNTS).fetchall()}
+    endpoints = [
+        (str(i), int(n), max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+        for i, _, oldest, n in conn.execute(messages_table.LAG).fetchall()
+    ]
+    return WebhookFigures(by_status, endpoints)

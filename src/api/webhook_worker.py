@@ -1,0 +1,75 @@
+"""The webhooks' process: the outbox (one active per database, like the
+projector; others stand by) and a sender (one per process: senders share the
+work). Started by each projector process (`ledger serve`, `ledger project`)
+unless LEDGER_WEBHOOKS is off, and stopped with it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+
+from api.integrations.webhooks.safety import Policy
+from api.integrations.webhooks.sender import Sender
+from api.settings import Settings
+from api.supervisor import configure_logging, stop_on_signals
+from ledger.application import Ledger
+from ledger.clock import clock_from
+from ledger.db import Database
+from projections.webhooks.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def webhooks(database: Database, ledger: Ledger, settings: Settings) -> tuple[Outbox, Sender]:
+    policy = Policy(settings.webhooks_allow_http, settings.webhooks_allow_private)
+    sender = Sender(
+        database,
+        policy=policy,
+        clock=clock_from(settings.clock_offset_file),
+        per_endpoint=settings.webhooks_per_endpoint,
+        concurrency=settings.webhooks_concurrency,
+        timeout=settings.webhooks_timeout_seconds,
+    )
+    return Outbox(database, ledger, poll_interval=0.5), sender
+
+
+def run_webhooks(database: Database, settings: Settings, stop: threading.Event) -> None:
+    """Lead (or stand by as) the outbox, and send, until `stop` is set. Waits
+    for PostgreSQL if it is away."""
+    while True:
+        try:
+            ledger = Ledger.open(database)
+            break
+        except (PersistenceError, psycopg.Error) as e:
+            log.warning("webhooks waiting for PostgreSQL: %s", e)
+            if stop.wait(1.0):
+                return
+    outbox, sender = webhooks(database, ledger, settings)
+    outbox.start()
+    sender.start()
+    try:
+        stop.wait()
+    finally:
+        sender.stop()
+        outbox.stop()
+        ledger.close()
+
+
+def webhooks_process(url: str, parent: int) -> None:
+    """The entry point of the webhooks' child process. It stops on SIGTERM or
+    SIGINT, and when its parent is gone (even by kill -9)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    stop = stop_on_signals()
+
+    def watch_parent() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    run_webhooks(Database(url), settings, stop)

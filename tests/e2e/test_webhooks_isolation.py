@@ -1,0 +1,48 @@
+"""One dead endpoint (it takes every request and never answers) does not delay
+a live one: each endpoint has a few delivery slots of its own."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.webhook_receiver import Receiver
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Api
+
+USERS = 40  # more than a sender's 32 slots: a dead endpoint could take them all
+
+
+@pytest.fixture(scope="module")
+def hooks(serve_ledger: Callable[..., contextlib.AbstractContextManager[Api]]) -> Iterator[Api]:
+    with serve_ledger(
+        LEDGER_WEBHOOKS_ALLOW_HTTP="1",
+        LEDGER_WEBHOOKS_ALLOW_PRIVATE="1",
+        LEDGER_WEBHOOKS_TIMEOUT_SECONDS="6",
+    ) as served:
+        yield served
+
+
+def test_a_dead_endpoint_does_not_delay_a_live_one(hooks: Api) -> None:
+    with Receiver() as receiver:
+        receiver.answer("/dead", lambda _: (200, 30.0))
+        for path in ("/dead", "/live"):
+            body = {"url": receiver.url(path), "event_types": ["user.registered"]}
+            hooks.json(hooks.post("/v1/webhook-endpoints", body), 201)
+
+        for _ in range(USERS):
+            hooks.register()
+        wait_until(lambda: len(receiver.at("/live")) == USERS, timeout=30)
+
+        lags = [
+            r.at - datetime.fromisoformat(r.payload["data"]["event"]["recorded_at"]).timestamp()
+            for r in receiver.at("/live")
+        ]
+        assert max(lags) < 3.0, f"the live endpoint waited {max(lags):.1f} s"
+        assert len(receiver.at("/dead")) <= 4  # its own slots, and no more
