@@ -109,21 +109,22 @@ function stripePart(ctx, part) {
   return () => read(true);
 }
 
-function deliveries(ctx, endpoint, refresh) {
+/** `say` tells of a retry's outcome where the next refresh leaves it. */
+function deliveries(ctx, endpoint, refresh, say) {
   const rows = h("div", { class: "rows" }, h("p", { class: "loading" }, "Loading…"));
   const last = (d) => d.attempts?.[d.attempts.length - 1];
   const retry = (d) => {
     const button = h("button", { type: "button", class: "action retry" }, "Retry");
-    const result = h("span", { "aria-live": "polite" });
     on(button, "click", async () => {
       button.disabled = true;
       const answer = await ctx.api.send("POST", `/v1/webhook-deliveries/${segment(d.id)}/retry`, undefined,
         { idempotencyKey: newIdempotencyKey("retry") }).catch(() => null);
-      fill(result, answer?.ok ? " Queued again." : problemText(answer?.body ?? { title: "No answer", detail: "try again" }));
+      say(answer?.ok ? [code(d.id), " queued again."]
+        : problemText(answer?.body ?? { title: "No answer", detail: "try again" }));
       button.disabled = false;
       refresh();
     });
-    return [button, result];
+    return button;
   };
   const columns = [
     ["Delivery", (d) => code(d.id)], ["Type", (d) => d.type],
@@ -141,18 +142,20 @@ function deliveries(ctx, endpoint, refresh) {
 }
 
 function webhooksPart(ctx, part) {
+  const notice = h("p", { class: "notice", "aria-live": "polite" });
+  const say = (what) => fill(notice, what);
   const read = async () => {
     const answer = await ctx.api.get("/v1/webhook-endpoints?limit=100", { signal: ctx.signal });
     if (answer.status === 404 || answer.status === 403) return part.element.remove();
     if (!answer.ok) return show(part.body, problemText(answer.body));
     const endpoints = answer.body.items;
     if (endpoints.length === 0) return show(part.body, h("p", { class: "empty" }, "No webhook endpoints."));
-    return show(part.body, endpoints.map((endpoint) => h("article", { class: "endpoint" },
+    return show(part.body, notice, endpoints.map((endpoint) => h("article", { class: "endpoint" },
       h("h3", {}, code(endpoint.url)),
       h("p", {}, text(endpoint.description), "; ",
         endpoint.disabled ? `disabled (${text(endpoint.disabled_reason)})`
           : endpoint.failing_since ? ["failing since ", time(endpoint.failing_since)] : "delivering"),
-      deliveries(ctx, endpoint, read))));
+      deliveries(ctx, endpoint, read, say))));
   };
   return read;
 }
