@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from standardwebhooks import Webhook
 
-from tests.helpers import free_port
+from tests.helpers import MovableClock, free_port
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Api
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,25 @@ class Receiver:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def sending_here(clock: MovableClock, timeout_seconds: int = 1) -> dict[str, str]:
+    """A served ledger's settings for sending to a receiver on 127.0.0.1 over
+    http, on a clock the tests move."""
+    assert clock.path is not None
+    return {
+        "LEDGER_WEBHOOKS_ALLOW_HTTP": "1",
+        "LEDGER_WEBHOOKS_ALLOW_PRIVATE": "1",
+        "LEDGER_WEBHOOKS_TIMEOUT_SECONDS": str(timeout_seconds),
+        "LEDGER_CLOCK_OFFSET_FILE": str(clock.path),
+    }
+
+
+def deliveries(api: Api, endpoint_id: str, **params: Any) -> list[dict[str, Any]]:
+    page = api.json(api.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", params=params))
+    return list(page["items"])
+
+
+def attempts(api: Api, endpoint_id: str) -> int:
+    """How many attempts the endpoint's deliveries have recorded, in all."""
+    return sum(len(d["attempts"]) for d in deliveries(api, endpoint_id))

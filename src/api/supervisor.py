@@ -86,11 +86,9 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def projector_process(url: str, parent: int) -> None:
-    """The entry point of `ledger serve`'s projector process. It stops on
-    SIGTERM or SIGINT, and when its parent is gone (even by kill -9)."""
-    settings = Settings()
-    configure_logging(settings.log_level)
+def stop_with_parent(parent: int) -> threading.Event:
+    """For a child process: an event set by SIGINT or SIGTERM, or once its
+    parent `parent` is gone (even by kill -9)."""
     stop = stop_on_signals()
 
     def watch_parent() -> None:
@@ -99,7 +97,15 @@ def projector_process(url: str, parent: int) -> None:
                 stop.set()
 
     threading.Thread(target=watch_parent, daemon=True).start()
-    run_projector(Database(url), settings, stop)
+    return stop
+
+
+def projector_process(url: str, parent: int) -> None:
+    """The entry point of `ledger serve`'s projector process. It stops on
+    SIGTERM or SIGINT, and when its parent is gone (even by kill -9)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    run_projector(Database(url), settings, stop_with_parent(parent))
 
 
 class ChildProcess:

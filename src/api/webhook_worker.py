@@ -6,7 +6,6 @@ unless LEDGER_WEBHOOKS is off, and stopped with it."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import psycopg
@@ -15,7 +14,7 @@ from eventsourcing.persistence import PersistenceError
 from api.integrations.webhooks.safety import Policy
 from api.integrations.webhooks.sender import Sender
 from api.settings import Settings
-from api.supervisor import configure_logging, stop_on_signals
+from api.supervisor import configure_logging, stop_with_parent
 from ledger.application import Ledger
 from ledger.clock import clock_from
 from ledger.db import Database
@@ -64,12 +63,4 @@ def webhooks_process(url: str, parent: int) -> None:
     SIGINT, and when its parent is gone (even by kill -9)."""
     settings = Settings()
     configure_logging(settings.log_level)
-    stop = stop_on_signals()
-
-    def watch_parent() -> None:
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                stop.set()
-
-    threading.Thread(target=watch_parent, daemon=True).start()
-    run_webhooks(Database(url), settings, stop)
+    run_webhooks(Database(url), settings, stop_with_parent(parent))

@@ -8,7 +8,6 @@ import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -16,7 +15,7 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import sign_in
 from tests.e2e.conftest import Api
 from tests.helpers import MovableClock, wait_until
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, attempts, deliveries, sending_here
 
 MARKUP = "<img src=x onerror=alert(1)>"
 
@@ -31,12 +30,7 @@ def clock() -> Iterator[MovableClock]:
 def api(
     serve_ledger: Callable[..., contextlib.AbstractContextManager[Api]], clock: MovableClock
 ) -> Iterator[Api]:
-    with serve_ledger(
-        LEDGER_WEBHOOKS_ALLOW_HTTP="1",
-        LEDGER_WEBHOOKS_ALLOW_PRIVATE="1",
-        LEDGER_WEBHOOKS_TIMEOUT_SECONDS="1",
-        LEDGER_CLOCK_OFFSET_FILE=str(clock.path),
-    ) as served:
+    with serve_ledger(**sending_here(clock)) as served:
         yield served
 
 
@@ -44,15 +38,6 @@ def api(
 def receiver() -> Iterator[Receiver]:
     with Receiver() as running:
         yield running
-
-
-def deliveries(api: Api, endpoint_id: str, **params: Any) -> list[dict[str, Any]]:
-    page = api.json(api.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", params=params))
-    return list(page["items"])
-
-
-def attempts(api: Api, endpoint_id: str) -> int:
-    return sum(len(d["attempts"]) for d in deliveries(api, endpoint_id))
 
 
 def test_a_failed_delivery_is_shown_and_sent_again_from_the_page(

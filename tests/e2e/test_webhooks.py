@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.helpers import MovableClock, ledger_process, wait_until
-from tests.webhook_receiver import Received, Receiver
+from tests.webhook_receiver import Received, Receiver, attempts, deliveries, sending_here
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
@@ -32,13 +32,7 @@ def hooks(
     serve_ledger: Callable[..., contextlib.AbstractContextManager[Api]], clock: MovableClock
 ) -> Iterator[Api]:
     """A ledger that may send to 127.0.0.1 over http, on a clock the tests move."""
-    assert clock.path is not None
-    with serve_ledger(
-        LEDGER_WEBHOOKS_ALLOW_HTTP="1",
-        LEDGER_WEBHOOKS_ALLOW_PRIVATE="1",
-        LEDGER_WEBHOOKS_TIMEOUT_SECONDS="1",
-        LEDGER_CLOCK_OFFSET_FILE=str(clock.path),
-    ) as served:
+    with serve_ledger(**sending_here(clock)) as served:
         yield served
 
 
@@ -66,16 +60,6 @@ def endpoints(hooks: Api) -> Iterator[Callable[..., dict[str, Any]]]:
 
 def of_user(received: list[Received], user_id: str) -> list[Received]:
     return [r for r in received if r.payload["data"]["user"]["id"] == user_id]
-
-
-def deliveries(api: Api, endpoint_id: str, **params: Any) -> list[dict[str, Any]]:
-    page = api.json(api.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", params=params))
-    return list(page["items"])
-
-
-def attempts(api: Api, endpoint_id: str) -> int:
-    """How many attempts the endpoint's deliveries have recorded, in all."""
-    return sum(len(d["attempts"]) for d in deliveries(api, endpoint_id))
 
 
 def rfc3339(moment: datetime) -> str:
