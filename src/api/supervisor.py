@@ -27,18 +27,25 @@ from projections.sealer import ChainSealer
 log = logging.getLogger(__name__)
 
 
+def open_when_reachable(database: Database, stop: threading.Event, who: str) -> Ledger | None:
+    """The ledger on `database`, once PostgreSQL answers (trying every second);
+    None if `stop` is set first."""
+    while True:
+        try:
+            return Ledger.open(database)
+        except (PersistenceError, psycopg.Error) as e:
+            log.warning("%s waiting for PostgreSQL: %s", who, e)
+            if stop.wait(1.0):
+                return None
+
+
 def run_projector(database: Database, settings: Settings, stop: threading.Event) -> None:
     """Lead (or stand by as) the users projector, the expiry worker and the
     chain's sealer, and run the rebuilds the projector is asked for, until
     `stop` is set. Waits for PostgreSQL if it is away."""
-    while True:
-        try:
-            ledger = Ledger.open(database)
-            break
-        except (PersistenceError, psycopg.Error) as e:
-            log.warning("projector waiting for PostgreSQL: %s", e)
-            if stop.wait(1.0):
-                return
+    ledger = open_when_reachable(database, stop, "projector")
+    if ledger is None:
+        return
     rebuilds = BackgroundRebuilds(database, ledger)
     projector = Projector(
         database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request

@@ -5,22 +5,16 @@ unless LEDGER_WEBHOOKS is off, and stopped with it."""
 
 from __future__ import annotations
 
-import logging
 import threading
-
-import psycopg
-from eventsourcing.persistence import PersistenceError
 
 from api.integrations.webhooks.safety import Policy
 from api.integrations.webhooks.sender import Sender
 from api.settings import Settings
-from api.supervisor import configure_logging, stop_with_parent
+from api.supervisor import configure_logging, open_when_reachable, stop_with_parent
 from ledger.application import Ledger
 from ledger.clock import clock_from
 from ledger.db import Database
 from projections.webhooks.outbox import Outbox
-
-log = logging.getLogger(__name__)
 
 
 def webhooks(database: Database, ledger: Ledger, settings: Settings) -> tuple[Outbox, Sender]:
@@ -39,14 +33,9 @@ def webhooks(database: Database, ledger: Ledger, settings: Settings) -> tuple[Ou
 def run_webhooks(database: Database, settings: Settings, stop: threading.Event) -> None:
     """Lead (or stand by as) the outbox, and send, until `stop` is set. Waits
     for PostgreSQL if it is away."""
-    while True:
-        try:
-            ledger = Ledger.open(database)
-            break
-        except (PersistenceError, psycopg.Error) as e:
-            log.warning("webhooks waiting for PostgreSQL: %s", e)
-            if stop.wait(1.0):
-                return
+    ledger = open_when_reachable(database, stop, "webhooks")
+    if ledger is None:
+        return
     outbox, sender = webhooks(database, ledger, settings)
     outbox.start()
     sender.start()
