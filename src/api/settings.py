@@ -48,13 +48,13 @@ class Settings(BaseSettings):
         "addresses (refused otherwise, when created and when sending).",
     )
     webhooks_per_endpoint: int = Field(
-        4, ge=1, le=100, description="Deliveries in flight to one endpoint at a time."
+        16, ge=1, le=100, description="Deliveries in flight to one endpoint at a time."
     )
     webhooks_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="How long a delivery waits for the endpoint's answer."
     )
     webhooks_concurrency: int = Field(
-        32, ge=1, le=1000, description="Deliveries in flight per sender."
+        256, ge=1, le=1000, description="Deliveries in flight per sender."
     )
     clock_offset_file: Path | None = Field(
         None,

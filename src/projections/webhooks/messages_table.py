@@ -75,8 +75,8 @@ DEFINITIONS = (
 #: (the same id) is left as it is.
 QUEUE = (
     f"INSERT INTO {TABLE} (id, endpoint_id, user_id, position, type, body, next_attempt_at, "
-    "event_at) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
-    "%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+    "event_at) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], "
+    "%b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[]) "
     "ON CONFLICT (id) DO NOTHING"
 )
 
@@ -96,7 +96,7 @@ HEADS_LOCK = f"SELECT pg_advisory_xact_lock({advisory_key('ledger:webhooks:heads
 #: and after one is done (succeeded or failed).
 MARK_HEADS = f"""
 UPDATE {TABLE} AS m SET ready = true
-FROM unnest(%s::text[], %s::text[]) AS k(endpoint_id, user_id)
+FROM unnest(%b::text[], %b::text[]) AS k(endpoint_id, user_id)
 CROSS JOIN LATERAL (
     SELECT p.id FROM {TABLE} AS p
     WHERE p.endpoint_id = k.endpoint_id AND p.user_id = k.user_id AND p.status = 'pending'
@@ -109,7 +109,7 @@ WHERE m.id = head.id AND NOT m.ready
 #: the first pending of each (endpoint, user) is ready, the others are not.
 REFRESH_HEADS = f"""
 UPDATE {TABLE} AS m SET ready = (m.id = head.id)
-FROM unnest(%s::text[], %s::text[]) AS k(endpoint_id, user_id)
+FROM unnest(%b::text[], %b::text[]) AS k(endpoint_id, user_id)
 CROSS JOIN LATERAL (
     SELECT p.id FROM {TABLE} AS p
     WHERE p.endpoint_id = k.endpoint_id AND p.user_id = k.user_id AND p.status = 'pending'
@@ -127,7 +127,7 @@ DUE = (
     f"JOIN {endpoints_table.TABLE} AS e ON e.id = m.endpoint_id "
     "WHERE m.ready AND m.next_attempt_at <= %(now)s "
     "AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) AND NOT e.disabled "
-    "AND NOT (m.endpoint_id = ANY(%(full)s)) "
+    "AND NOT (m.endpoint_id = ANY(%(full)b::text[])) "
     "ORDER BY m.next_attempt_at, m.seq LIMIT %(limit)s"
 )
 
@@ -137,15 +137,15 @@ DUE = (
 #: https://www.postgresql.org/docs/current/transaction-iso.html#XACT-READ-COMMITTED
 LEASE = (
     f"UPDATE {TABLE} AS m SET lease_owner = %(owner)s, lease_until = %(until)s "
-    "WHERE m.id = ANY(%(ids)s) AND m.ready "
+    "WHERE m.id = ANY(%(ids)b::text[]) AND m.ready "
     "AND (m.lease_until IS NULL OR m.lease_until <= %(wall)s) "
     "RETURNING m.id, m.endpoint_id, m.user_id, m.body, m.tries, m.attempts"
 )
 
 RECORD_ATTEMPTS = f"""
 WITH r AS (
-    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::integer[], %s::text[],
-                         %s::double precision[]) AS r(id, at, http_status, error, duration_ms)
+    SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::integer[], %b::text[],
+                         %b::double precision[]) AS r(id, at, http_status, error, duration_ms)
 ), counted AS (
     UPDATE {TABLE} AS m SET attempts = m.attempts + 1 FROM r WHERE m.id = r.id
     RETURNING m.id, m.attempts
@@ -160,7 +160,7 @@ FROM r JOIN counted AS c ON c.id = r.id
 SUCCEEDED = (
     f"UPDATE {TABLE} SET status = 'succeeded', ready = false, delivered_at = %s, "
     "lease_owner = NULL, lease_until = NULL, tries = tries + 1 "
-    "WHERE id = ANY(%s) AND lease_owner = %s"
+    "WHERE id = ANY(%b::text[]) AND lease_owner = %s"
 )
 
 #: Attempts that failed (%s: message ids, and when each is tried next, null
@@ -171,7 +171,7 @@ UPDATE {TABLE} AS m SET
     ready = r.next IS NOT NULL,
     next_attempt_at = COALESCE(r.next, m.next_attempt_at),
     lease_owner = NULL, lease_until = NULL, tries = m.tries + 1
-FROM unnest(%s::text[], %s::timestamptz[]) AS r(id, next)
+FROM unnest(%b::text[], %b::timestamptz[]) AS r(id, next)
 WHERE m.id = r.id AND m.lease_owner = %s
 """
 

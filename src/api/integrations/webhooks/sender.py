@@ -29,21 +29,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import psycopg
 from psycopg.rows import dict_row
 
 from api.integrations.webhooks import schedule, signing
 from api.integrations.webhooks.safety import Policy, UnsafeUrl
-from api.integrations.webhooks.transport import Clients
+from api.integrations.webhooks.transport import Clients, DeliveryError
 from ledger.clock import Clock, system_clock
 from ledger.db import Database
 from projections.webhooks import endpoints_table, messages_table
 
 log = logging.getLogger(__name__)
-
-#: Bytes of a response's body read (the rest is not waited for).
-BODY_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +67,11 @@ class _Attempt:
         return self.status is not None and 200 <= self.status < 300
 
 
+#: Messages leased ahead, per slot: the next starts as soon as one is done, and
+#: a claim brings several.
+_AHEAD = 4
+
+
 class Sender:
     def __init__(
         self,
@@ -79,8 +80,8 @@ class Sender:
         policy: Policy | None = None,
         clock: Clock = system_clock,
         wall_clock: Clock = system_clock,
-        per_endpoint: int = 4,
-        concurrency: int = 32,
+        per_endpoint: int = 16,
+        concurrency: int = 256,
         timeout: float = 10.0,
         lease_seconds: float | None = None,
         poll_interval: float = 0.5,
@@ -134,7 +135,8 @@ class Sender:
             loop.call_soon_threadsafe(wake.set)
 
     def _run(self) -> None:
-        asyncio.run(self._main())
+        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+            runner.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -173,8 +175,7 @@ class Sender:
                             helper.result()  # raises what ended it
                     self._wake.clear()
                     for leased in await self._claim(conn):
-                        client = clients.of(leased.endpoint_id)
-                        task = asyncio.create_task(self._deliver(client, leased))
+                        task = asyncio.create_task(self._deliver(clients, leased))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
                     with contextlib.suppress(TimeoutError):
@@ -199,8 +200,8 @@ class Sender:
     # -- claiming -----------------------------------------------------------------
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any]) -> list[_Leased]:
-        held = 2 * self.per_endpoint
-        free = 2 * self.concurrency - sum(self._in_flight.values())
+        held = _AHEAD * self.per_endpoint
+        free = _AHEAD * self.concurrency - sum(self._in_flight.values())
         if free <= 0:
             return []
         now, wall = self.clock(), self.wall_clock()
@@ -245,7 +246,7 @@ class Sender:
 
     # -- sending ------------------------------------------------------------------
 
-    async def _deliver(self, client: httpx.AsyncClient, m: _Leased) -> None:
+    async def _deliver(self, clients: Clients, m: _Leased) -> None:
         """Waits for one of the endpoint's slots and one of the sender's, then
         sends, unless the lease could run out before the attempt ends (the
         message is then left to whoever leases it next)."""
@@ -260,7 +261,7 @@ class Sender:
                     return
                 attempted_at = self.clock()
                 started = time.perf_counter()
-                status, error = await self._post(client, m)
+                status, error = await self._post(clients, m)
                 duration_ms = (time.perf_counter() - started) * 1000
                 self._attempts.put_nowait(_Attempt(m, attempted_at, status, error, duration_ms))
         finally:
@@ -270,30 +271,20 @@ class Sender:
             if self._wake is not None:
                 self._wake.set()
 
-    async def _post(self, client: httpx.AsyncClient, m: _Leased) -> tuple[int | None, str | None]:
+    async def _post(self, clients: Clients, m: _Leased) -> tuple[int | None, str | None]:
         """The endpoint's HTTP status, or why there is none."""
         try:
-            self.policy.check_url(m.url)
+            endpoint = clients.of(m.endpoint_id, m.url)
         except UnsafeUrl as e:
             return None, f"refused: {e}"
         headers = signing.headers(m.id, m.body, m.keys, self.wall_clock())
         try:
             async with asyncio.timeout(self.timeout):
-                async with client.stream(
-                    "POST", m.url, content=m.body.encode(), headers=headers
-                ) as response:
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= BODY_LIMIT:
-                            break
-                    return response.status_code, None
+                return await endpoint.post(m.body.encode(), headers), None
         except TimeoutError:
             return None, f"no answer within {self.timeout:g} s"
-        except httpx.TimeoutException:
-            return None, f"no answer within {self.timeout:g} s"
-        except httpx.HTTPError as e:
-            return None, f"{type(e).__name__}: {e}"[:500]
+        except DeliveryError as e:
+            return None, str(e)[:500]
 
     # -- recording ----------------------------------------------------------------
 
@@ -358,3 +349,12 @@ class Sender:
             await results.execute(
                 messages_table.MARK_HEADS, ([e for e, _ in pairs], [u for _, u in pairs])
             )
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's, where it is installed (as uvicorn runs the API), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
