@@ -27,6 +27,13 @@ from tests.helpers import API_KEYS, ServedLedger, head, rows
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
+#: The events not caused by time: the expiry worker records time's own (an
+#: expiry, an allowance's period) whenever they fall due, a test's block or not.
+_BY_COMMANDS = (
+    "SELECT count(*) FROM ledger_events "
+    "WHERE convert_from(state, 'UTF8')::jsonb -> 'cause' ->> 'actor_role' IS DISTINCT FROM 'time'"
+)
+
 USER_FIELDS = {
     "id",
     "level",
@@ -174,7 +181,8 @@ class Api:
     # -- what is recorded ---------------------------------------------------------
 
     def event_count(self) -> int:
-        return int(rows(self.database, "SELECT count(*) FROM ledger_events")[0][0])
+        """How many events commands recorded (not time: see `_BY_COMMANDS`)."""
+        return int(rows(self.database, _BY_COMMANDS)[0][0])
 
     @contextlib.contextmanager
     def records(self, events: int) -> Iterator[None]:

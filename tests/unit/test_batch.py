@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from ledger.commands import (
     Command,
@@ -16,7 +17,7 @@ from ledger.commands import (
     SettleHold,
     SpendCredits,
 )
-from ledger.domain import Balance, Cause, User
+from ledger.domain import Balance, Cause, User, UserEvent, fold
 from ledger.errors import (
     HistoryUnreadable,
     HoldHasExpired,
@@ -181,3 +182,27 @@ def test_what_time_brought_is_recorded_before_the_commands_own_event() -> None:
     accepted = decisions.results[0]
     assert isinstance(accepted, Accepted) and accepted.event["position"] == 4
     assert accepted.user["free_credits"] == 5
+
+
+def test_each_new_event_leaves_its_user_as_a_replay_of_the_stream_does() -> None:
+    async def run() -> tuple[list[UserEvent], Decisions]:
+        user = RegisterUser("kim").decide(None, Context(CAUSE, NOW))
+        soon = NOW + timedelta(seconds=30)
+        GrantCredits("kim", 5, "promo", expires_at=soon).decide(user, Context(CAUSE, NOW))
+        PlaceHold("kim", Balance.CREDITS, 9, "hold_a", None, 10).decide(user, Context(CAUSE, NOW))
+        history = cast(list[UserEvent], user.collect_events())
+        later = NOW + timedelta(seconds=60)  # the hold, then the grant, have expired
+        batch = [Pending(SpendCredits("kim", 2), CAUSE, None)]
+        return history, Decisions(batch, {"kim": user}, {}, {}, later)
+
+    history, decisions = asyncio.run(run())
+
+    assert [type(n.event).__name__ for n in decisions.new_events] == [
+        "HoldExpired",
+        "CreditsExpired",
+        "CreditsSpent",
+    ]
+    for new in decisions.new_events:
+        history.append(new.event)
+        assert new.state == fold(history)
+    assert decisions.new_events[-1].state.free_credits == 8

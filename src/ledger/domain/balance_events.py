@@ -53,12 +53,12 @@ class _Granted(UserEvent):
             reason=self.reason,
         )
         total = self.balance.granted_total
-        after = self._next(
+        return self._settled(
             before,
+            self.balance,
             grants=(*before.grants, grant),
             **{total: before.total(total) + self.amount},
         )
-        return self._rebalanced(before, after, granted=self.balance)
 
     @property
     def grant_ids(self) -> tuple[str, ...]:
@@ -103,8 +103,7 @@ class _Spent(UserEvent):
         except ValueError as e:
             raise self._violation(f"cannot be drawn: {e}") from e
         total = self.balance.spent_total
-        after = self._next(before, grants=grants, **{total: before.total(total) + self.amount})
-        return self._rebalanced(before, after)
+        return self._settled(before, grants=grants, **{total: before.total(total) + self.amount})
 
     def _parts(self, state: UserState) -> tuple[lots.Part, ...]:
         if self.grants is None:
@@ -136,18 +135,11 @@ class _Expired(UserEvent):
     def evolve(self, state: UserState | None) -> UserState:
         before = self._check_follows(state)
         try:
-            grants = lots.expire(before.grants, self.grant_id, self.amount)
+            grants = lots.expire(before.grants, self.grant_id, self.amount, self.expired_at)
         except ValueError as e:
             raise self._violation(str(e)) from e
-        grants = tuple(
-            g._replace(expires_at=self.expired_at)
-            if g.id == self.grant_id and (g.expires_at is None or g.expires_at > self.expired_at)
-            else g
-            for g in grants
-        )
         total = self.balance.expired_total
-        after = self._next(before, grants=grants, **{total: before.total(total) + self.amount})
-        return self._rebalanced(before, after)
+        return self._settled(before, grants=grants, **{total: before.total(total) + self.amount})
 
     @property
     def grant_ids(self) -> tuple[str, ...]:
@@ -271,13 +263,13 @@ class AllowanceGranted(UserEvent):
             period_start=self.period_start, period_end=self.period_end, grant_id=self.grant_id
         )
         total = kind.granted_total
-        after = self._next(
+        return self._settled(
             before,
+            kind,
             grants=(*before.grants, grant) if self.amount else before.grants,
             allowances=tuple(current if a.balance is kind else a for a in before.allowances),
             **{total: before.total(total) + self.amount},
         )
-        return self._rebalanced(before, after, granted=kind)
 
     @property
     def grant_ids(self) -> tuple[str, ...]:

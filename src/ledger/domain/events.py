@@ -95,30 +95,32 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
         """`state` as this event leaves it: at its version and time, changed."""
         return state._replace(version=self.originator_version, updated_at=self.timestamp, **changes)
 
-    def _rebalanced(
-        self, before: UserState, after: UserState, granted: Balance | None = None
+    def _settled(
+        self, before: UserState, granted: Balance | None = None, /, **changes: Any
     ) -> UserState:
-        """`after` with its available and held amounts summed from its grants
-        and holds. A balance that was NULL (imported from before the credit
-        columns) stays NULL until a grant of it (`granted`)."""
+        """`before` as this event leaves it, in one step: changed by `changes`,
+        at its version and time, its available and held amounts summed from its
+        grants and holds. A balance that was NULL (imported from before the
+        credit columns) stays NULL until a grant of it (`granted`)."""
         values = dict.fromkeys(_BALANCES, 0)
         holding = dict.fromkeys(_BALANCES, 0)
-        for g in after.grants:
+        for g in changes.get("grants", before.grants):
             values[g.balance] += g.remaining
-        for h in after.holds:
+        for h in changes.get("holds", before.holds):
             if h.is_open:
                 holding[h.balance] += h.amount
-        changes: dict[str, Any] = {}
         for kind, available, held_name in _COLUMNS:
             value: int | None = values[kind]
             held = holding[kind]
-            if getattr(before, available) is None and kind is not granted and not value:
+            if not value and kind is not granted and getattr(before, available) is None:
                 value = None
             if (value or 0) + held > MAX_BALANCE:
                 raise self._violation(f"takes {available} past {MAX_BALANCE:,}")
             changes[available] = value
             changes[held_name] = held
-        return after._replace(**changes)
+        return before._replace(
+            version=self.originator_version, updated_at=self.timestamp, **changes
+        )
 
     def _violation(self, what: str) -> InvariantViolation:
         return InvariantViolation(

@@ -136,7 +136,7 @@ def draw_held(
 
 
 def _changed(grants: tuple[Grant, ...], changes: dict[str, Grant]) -> tuple[Grant, ...]:
-    return tuple(changes.get(g.id, g) for g in grants)
+    return tuple([changes.get(g.id, g) for g in grants])
 
 
 def take(grants: tuple[Grant, ...], parts: Sequence[Part], *, hold: bool) -> tuple[Grant, ...]:
@@ -238,12 +238,17 @@ def give_back_clawed(
     return _changed(grants, {g.id: g}), expired
 
 
-def expire(grants: tuple[Grant, ...], grant_id_: str, amount: int) -> tuple[Grant, ...]:
-    """A grant's remainder expires."""
+def expire(
+    grants: tuple[Grant, ...], grant_id_: str, amount: int, moment: datetime
+) -> tuple[Grant, ...]:
+    """A grant's remainder expires at `moment`, and so does whatever comes back
+    to it later (it expires at `moment`, if not before)."""
     g = next((g for g in grants if g.id == grant_id_), None)
     if g is None or not 0 < amount <= g.remaining:
         raise ValueError(f"cannot expire {amount} of {grant_id_}")
-    return _changed(grants, {g.id: g._replace(remaining=0, expired=g.expired + amount)})
+    expires_at = moment if g.expires_at is None or g.expires_at > moment else g.expires_at
+    expired = g._replace(remaining=0, expired=g.expired + amount, expires_at=expires_at)
+    return _changed(grants, {g.id: expired})
 
 
 def next_expiry(grants: Iterable[Grant], balance: Balance) -> tuple[datetime | None, int | None]:

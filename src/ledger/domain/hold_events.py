@@ -44,8 +44,7 @@ class HoldPlaced(UserEvent):
             expires_at=self.expires_at,
             grants=parts,
         )
-        after = self._next(before, grants=grants, holds=(*before.holds, hold))
-        return self._rebalanced(before, after)
+        return self._settled(before, grants=grants, holds=(*before.holds, hold))
 
     @property
     def grant_ids(self) -> tuple[str, ...]:
@@ -96,7 +95,7 @@ class _Closing(UserEvent):
         kind = hold.balance
         closed = hold._replace(status=status, settled_amount=settled, closed_at=at)
         spent_total, expired_total = kind.spent_total, kind.expired_total
-        after = self._next(
+        return self._settled(
             before,
             grants=grants,
             holds=tuple(closed if h.id == hold.id else h for h in before.holds),
@@ -105,7 +104,6 @@ class _Closing(UserEvent):
                 expired_total: before.total(expired_total) + expired,
             },
         )
-        return self._rebalanced(before, after)
 
 
 class HoldSettled(_Closing):

@@ -13,6 +13,7 @@ from typing import Any
 from ledger.domain import grants as lots
 from ledger.domain.balance import Balance
 from ledger.domain.events import UserEvent
+from ledger.domain.grants import Grant
 from ledger.domain.purchases import DisputeStatus, Purchase
 from ledger.domain.state import UserState
 
@@ -82,25 +83,28 @@ class _OfPurchase(UserEvent):
             raise self._violation(f"names {self.purchase_id}, which is not completed")
         return purchase
 
-    def _claw(self, state: UserState, purchase: Purchase, clawed_back: int, owed: int) -> UserState:
+    def _claw(
+        self, state: UserState, purchase: Purchase, clawed_back: int, owed: int
+    ) -> tuple[Grant, ...]:
+        """The grants, with `clawed_back` taken back from the purchase's."""
         if not 0 <= owed <= clawed_back:
             raise self._violation(f"claws {clawed_back} back, {owed} of it owed")
         if not clawed_back:
-            return state
+            return state.grants
         if purchase.grant_id is None:
             raise self._violation(
                 f"claws {clawed_back} back from {self.purchase_id}, which has none"
             )
         try:
-            grants = lots.claw_back(state.grants, purchase.grant_id, clawed_back - owed, owed)
+            return lots.claw_back(state.grants, purchase.grant_id, clawed_back - owed, owed)
         except ValueError as e:
             raise self._violation(str(e)) from e
-        return state._replace(grants=grants)
 
-    def _changed(self, before: UserState, state: UserState, purchase: Purchase) -> UserState:
-        """`state` with `purchase` in place of its earlier self, at this event."""
-        purchases = tuple(purchase if p.id == purchase.id else p for p in state.purchases)
-        return self._rebalanced(before, self._next(state, purchases=purchases))
+    def _changed(self, before: UserState, purchase: Purchase, **changes: Any) -> UserState:
+        """`before` with `purchase` in place of its earlier self, and `changes`,
+        at this event."""
+        purchases = tuple(purchase if p.id == purchase.id else p for p in before.purchases)
+        return self._settled(before, purchases=purchases, **changes)
 
     def touched_grants(self, after: UserState) -> tuple[str, ...]:
         purchase = after.purchase(self.purchase_id)
@@ -135,8 +139,8 @@ class PurchaseRefunded(_OfPurchase):
                 named_refunded=purchase.named_refunded + self.amount,
                 refund_ids=(*purchase.refund_ids, self.refund_id),
             )
-        clawed = self._claw(before, purchase, self.clawed_back, self.owed)
-        return self._changed(before, clawed, changed)
+        grants = self._claw(before, purchase, self.clawed_back, self.owed)
+        return self._changed(before, changed, grants=grants)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -171,8 +175,8 @@ class PurchaseDisputed(_OfPurchase):
             dispute_status=DisputeStatus.WITHDRAWN.value,
             taken=purchase.taken + self.clawed_back,
         )
-        clawed = self._claw(before, purchase, self.clawed_back, self.owed)
-        return self._changed(before, clawed, changed)
+        grants = self._claw(before, purchase, self.clawed_back, self.owed)
+        return self._changed(before, changed, grants=grants)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -208,20 +212,20 @@ class DisputeReinstated(_OfPurchase):
             dispute_status=DisputeStatus.REINSTATED.value,
             taken=purchase.taken - self.given_back,
         )
-        state = before
-        if self.given_back:
-            if purchase.grant_id is None:
-                raise self._violation(f"gives back to {self.purchase_id}, which has no grant")
-            try:
-                grants, expired = lots.give_back_clawed(
-                    before.grants, purchase.grant_id, self.given_back, self.timestamp
-                )
-            except ValueError as e:
-                raise self._violation(str(e)) from e
-            total = Balance.CREDITS.expired_total
-            changes: dict[str, Any] = {"grants": grants, total: before.total(total) + expired}
-            state = before._replace(**changes)
-        return self._changed(before, state, changed)
+        if not self.given_back:
+            return self._changed(before, changed)
+        if purchase.grant_id is None:
+            raise self._violation(f"gives back to {self.purchase_id}, which has no grant")
+        try:
+            grants, expired = lots.give_back_clawed(
+                before.grants, purchase.grant_id, self.given_back, self.timestamp
+            )
+        except ValueError as e:
+            raise self._violation(str(e)) from e
+        total = Balance.CREDITS.expired_total
+        return self._changed(
+            before, changed, grants=grants, **{total: before.total(total) + expired}
+        )
 
     @property
     def data(self) -> dict[str, Any]:

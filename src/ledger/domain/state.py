@@ -115,13 +115,13 @@ class UserState(NamedTuple):
     def pruned(self) -> UserState:
         """Without the grants used up or expired (but those a dispute may give
         back to) and the holds closed (by the event before): what the next
-        event starts from."""
-        if all(g.kept for g in self.grants) and all(h.is_open for h in self.holds):
+        event starts from. (One pass over each; lists, quicker to build than
+        from generators, as every event of the fold starts here.)"""
+        grants = tuple([g for g in self.grants if g.kept])
+        holds = tuple([h for h in self.holds if h.is_open])
+        if len(grants) == len(self.grants) and len(holds) == len(self.holds):
             return self
-        return self._replace(
-            grants=tuple(g for g in self.grants if g.kept),
-            holds=tuple(h for h in self.holds if h.is_open),
-        )
+        return self._replace(grants=grants, holds=holds)
 
     # -- what the users table shows besides ------------------------------------
 

@@ -8,10 +8,11 @@ hold or a grant past its expiry, nor an allowance period not yet granted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from eventsourcing.domain import BaseAggregate
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 
 from ledger.domain import balance_events, events, hold_events, purchase_events
 from ledger.domain import grants as lots
@@ -86,6 +87,13 @@ class User(Purchasing, BaseAggregate[str]):
     if TYPE_CHECKING:
         state: UserState
 
+    def __base_init__(
+        self, originator_id: Any, originator_version: int, timestamp: datetime
+    ) -> None:
+        super().__base_init__(originator_id, originator_version, timestamp)
+        #: Each pending event with the state it left, as it was applied.
+        self._recorded: list[tuple[events.UserEvent, UserState]] = []
+
     @classmethod
     def from_state(cls, state: UserState) -> User:
         """A user as a snapshot of their state left them, with no events pending."""
@@ -100,7 +108,7 @@ class User(Purchasing, BaseAggregate[str]):
 
     @classmethod
     def register(cls, user_id: str, cause: Cause, now: datetime) -> User:
-        return cls._create(
+        return cls._created(
             events.UserRegistered,
             id=check_user_id(user_id),
             timestamp=now,
@@ -123,7 +131,7 @@ class User(Purchasing, BaseAggregate[str]):
         now: datetime,
     ) -> User:
         check_plan(level, renewal_period, allow_legacy=True)
-        return cls._create(
+        return cls._created(
             events.UserImported,
             id=check_user_id(user_id),
             timestamp=now,
@@ -339,12 +347,36 @@ class User(Purchasing, BaseAggregate[str]):
         # "the state at time T" is always a prefix of the stream.
         return max(now, self.modified_on + timedelta(microseconds=1))
 
+    @classmethod
+    def _created(cls, event_class: type[CanInitAggregate[str]], **fields: Any) -> User:
+        user = cls._create(event_class, **fields)
+        user._kept()  # noqa: SLF001 (its own class)
+        return user
+
     def _record(
         self, event_class: type[events.UserEvent], cause: Cause, now: datetime, **fields: Any
     ) -> None:
         self.trigger_event(
             event_class, timestamp=self._moment(now), cause=cause.as_dict(), **fields
         )
+        self._kept()
+
+    def _kept(self) -> None:
+        """Keep the state the event just applied left, beside it."""
+        event = cast(events.UserEvent, self.pending_events[-1])
+        self._recorded.append((event, self.state))
+
+    def collect_recorded(self) -> list[tuple[events.UserEvent, UserState]]:
+        """The pending events, collected, each with the state it left (kept as
+        it was applied: nothing is folded again)."""
+        recorded, self._recorded = self._recorded, []
+        self.collect_events()
+        return recorded
+
+    def collect_events(self) -> Sequence[CanMutateAggregate[str]]:
+        """The pending events, collected (the states they left forgotten)."""
+        self._recorded = []
+        return super().collect_events()
 
 
 #: The names the API and the event log show, by event class.

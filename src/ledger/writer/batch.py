@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from ledger import idempotency
 from ledger.commands import Command, Context, Received
@@ -157,11 +157,10 @@ class Decisions:
                 self.records.append((key, fingerprint, {"refused": refused}))
             return
         self.users[command.user_id] = user
-        *brought, own = cast(list[UserEvent], user.collect_events())
-        if brought:  # rarely: the state after each of them, for whoever records them
-            for event, state in zip(brought, _states_after(saved, brought), strict=True):
-                self.new_events.append(NewEvent(None, event, state))
-        self.new_events.append(NewEvent(index, own, user.state))
+        *brought, own = user.collect_recorded()
+        for event, state in brought:
+            self.new_events.append(NewEvent(None, event, state))
+        self.new_events.append(NewEvent(index, *own))
         for hold in user.state.holds:
             if not hold.is_open:
                 self.recorded[command.user_id, hold.id] = hold
@@ -194,12 +193,3 @@ def replay(stored: StoredOutcome, fingerprint: str) -> Result:
     return REFUSALS_BY_CODE[refused["code"]](
         refused["detail"], replayed=True, facts=refused.get("facts")
     )
-
-
-def _states_after(state: UserState | None, events: Sequence[UserEvent]) -> list[UserState]:
-    """The state after each of `events`, from `state`."""
-    states = []
-    for event in events:
-        state = event.evolve(state)
-        states.append(state)
-    return states
