@@ -73,6 +73,17 @@ LEFT JOIN LATERAL (
 
 STORE = f"INSERT INTO {TABLE} (position, hash) SELECT * FROM unnest(%b::bigint[], %b::bytea[])"
 
+
+def store_statement(positions: Sequence[int], hashes: Sequence[bytes]) -> str:
+    """STORE with its values written in (integers and hex: nothing to quote),
+    for a round trip that carries other statements too."""
+    rows = ",".join(
+        f"({int(position)},E'\\\\x{digest.hex()}'::bytea)"
+        for position, digest in zip(positions, hashes, strict=True)
+    )
+    return f"INSERT INTO {TABLE} (position, hash) VALUES {rows}"
+
+
 #: Events not chained yet, oldest first.
 UNCHAINED = (
     "SELECT notification_id, originator_id, originator_version, topic, state "

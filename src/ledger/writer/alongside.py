@@ -59,9 +59,11 @@ class Part(Protocol):
 
     async def write(
         self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
-    ) -> None:
+    ) -> str | None:
         """Add this part's rows for `written`, in the batch's transaction;
-        `found` are the rows its `at_lock` query read."""
+        `found` are the rows its `at_lock` query read. A statement returned
+        (its values written into it: no parameters) is sent with the COMMIT,
+        in the same round trip."""
 
 
 class IdempotencyOutcomes:
@@ -179,9 +181,10 @@ class ChainLinks:
 
     async def write(
         self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
-    ) -> None:
+    ) -> str | None:
+        """The links' rows, sent with the COMMIT (one round trip less under the lock)."""
         if not written.positions:
-            return
+            return None
         ((chained_to, head_hash, events_to),) = found
         gap: list[chain.Stored] = []
         if events_to is not None and events_to != chained_to:  # rarely: chain those first
@@ -190,16 +193,21 @@ class ChainLinks:
             rows = await cursor.fetchall()
             gap = chain.stored([row[2:] for row in rows if row[2] is not None])
             if len(gap) > self.LONGEST_GAP:
-                return
-        mine = [
-            chain.Stored(position, new.event.originator_id, new.event.originator_version, t, s)
-            for new, position, t, s in zip(
-                written.new_events, written.positions, written.topics, written.states, strict=True
-            )
-        ]
+                return None
         previous = bytes(head_hash) if head_hash is not None else chain.GENESIS
-        positions, hashes = chain.chained(previous, [*gap, *mine])
-        await conn.execute(chain.STORE, (positions, hashes))
+        positions, hashes = chain.chained(previous, gap)
+        if hashes:
+            previous = hashes[-1]
+        for position, new, topic, state in zip(
+            written.positions, written.new_events, written.topics, written.states, strict=True
+        ):
+            event = new.event
+            previous = chain.link(
+                previous, position, event.originator_id, event.originator_version, topic, state
+            )
+            positions.append(position)
+            hashes.append(previous)
+        return chain.store_statement(positions, hashes)
 
 
 DEFAULT_PARTS: tuple[Part, ...] = (

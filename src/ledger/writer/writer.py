@@ -339,10 +339,13 @@ class CommandWriter:
                 topics=columns[2],
                 states=columns[3],
             )
+            with_commit = []
             for part in self.alongside:
-                await part.write(conn, written, found.get(id(part), ()))
+                statement = await part.write(conn, written, found.get(id(part), ()))
+                if statement is not None:
+                    with_commit.append(statement)
             committing.sent = True
-            await conn.execute("COMMIT")
+            await conn.execute("; ".join([*with_commit, "COMMIT"]))
         except BaseException:
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
