@@ -86,6 +86,9 @@ ROTATE = (
     f"RETURNING {COLUMNS}"
 )
 
+#: The secrets that sign for an endpoint (the previous one until its time).
+SECRETS = f"SELECT secret, previous_secret, previous_secret_until FROM {TABLE} WHERE id = %s"
+
 #: The endpoints that hear of new events (the outbox's view).
 SUBSCRIBED = (
     "SELECT id, event_types, low_balance_threshold, created_position "
