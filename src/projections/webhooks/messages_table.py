@@ -218,6 +218,12 @@ RECOVER = (
     "RETURNING user_id"
 )
 
+#: An endpoint enabled again at %(now)s: what waits for it is due at once.
+RESUME = (
+    f"UPDATE {TABLE} SET next_attempt_at = %(now)s "
+    "WHERE endpoint_id = %(endpoint)s AND status = 'pending' AND next_attempt_at > %(now)s"
+)
+
 #: For the metrics: messages by status, and each endpoint's oldest pending message.
 COUNTS = f"SELECT status, count(*) FROM {TABLE} GROUP BY status"
 LAG = (

@@ -161,8 +161,9 @@ def get_endpoint(endpoint_id: EndpointIdPath, services: AdminAccess) -> Response
     response_model=EndpointOut,
     summary="Change a webhook endpoint",
     description="Set any of `url`, `event_types`, `disabled`, `low_balance_threshold`, "
-    "`description` (null clears the last two). Enabling a disabled endpoint sends what waits "
-    "for it. Role: admin.",
+    "`description` (null clears the last two). Nothing is sent to a disabled endpoint, but "
+    "its messages are queued all the same: enabling it sends everything that waits for it "
+    "at once, in order per user. Role: admin.",
     responses=problems(401, 403, 404, 413, 422, 503, d404=_ENDPOINT_404, d422=_URL_422),
 )
 def patch_endpoint(
@@ -181,7 +182,11 @@ def patch_endpoint(
         if not fields:
             row = answers.one(conn, endpoints_table.ONE, (endpoint_id,))
         else:
+            was = answers.one(conn, endpoints_table.ONE + " FOR UPDATE", (endpoint_id,))
             row = answers.one(conn, endpoints_table.patch(fields), {**values, "id": endpoint_id})
+            if was is not None and was["disabled"] and row is not None and not row["disabled"]:
+                resumed = {"endpoint": endpoint_id, "now": services.clock()}
+                conn.execute(messages_table.RESUME, resumed)  # what waited goes at once
             _wake_senders(conn)
     return answers.json(endpoints_table.view(_found(row)))
 
