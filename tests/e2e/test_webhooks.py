@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.helpers import MovableClock, ledger_process, wait_until
-from tests.webhook_receiver import Received, Receiver, attempts, deliveries, sending_here
+from tests.webhook_receiver import (
+    Answer,
+    Received,
+    Receiver,
+    attempts,
+    deliveries,
+    sending_here,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
@@ -270,6 +277,31 @@ def test_what_happens_while_an_endpoint_is_disabled_arrives_in_order_once_enable
         positions = [r.payload["data"]["event"]["position"] for r in mine]
         assert positions == sorted(positions)
     assert pending_metric(hooks, created["id"]) == 0
+
+
+def answering(status: int) -> Answer:
+    return lambda _: (status, 0.0)
+
+
+def test_a_redirect_is_a_failed_attempt_and_never_followed(
+    hooks: Api, receiver: Receiver, endpoints: Callable[..., Any]
+) -> None:
+    made: dict[int, dict[str, Any]] = {}
+    for status in (301, 302, 303, 307, 308):
+        elsewhere = receiver.url(f"/moved-{status}/elsewhere")
+        receiver.answer(f"/moved-{status}", answering(status), headers={"location": elsewhere})
+        made[status] = endpoints(receiver.url(f"/moved-{status}"), event_types=["user.registered"])
+    hooks.registered("moved")
+
+    wait_until(lambda: all(attempts(hooks, e["id"]) >= 1 for e in made.values()), timeout=15)
+    for status, endpoint in made.items():
+        (pending,) = deliveries(hooks, endpoint["id"], status="pending")
+        assert pending["attempts"][0]["http_status"] == status
+        assert pending["next_attempt_at"] is not None  # tried again later, as any failure
+        arrived = receiver.at(f"/moved-{status}")
+        assert arrived and all(r.method == "POST" for r in arrived)
+        assert all(r.verified_by(endpoint["secret"]) for r in arrived)
+        assert receiver.at(f"/moved-{status}/elsewhere") == []
 
 
 def test_a_rotated_secret_signs_beside_the_new_one_for_a_day(
