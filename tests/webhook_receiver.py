@@ -1,6 +1,7 @@
 """A real HTTP receiver of webhooks on 127.0.0.1, for the tests: it keeps what
-arrives (headers and the raw body), answers as a test tells it (a status, a
-delay), and can be stopped and started again on the same port."""
+arrives (headers and the raw body, whatever the method), answers as a test
+tells it (a status, a delay, headers), and can be stopped and started again on
+the same port."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Received:
     body: bytes
     at: float  # time.time()
     status: int = 0  # what it was answered
+    method: str = "POST"
 
     @property
     def id(self) -> str:
@@ -59,6 +61,7 @@ class Receiver:
         self.port = port or free_port()
         self.received: list[Received] = []
         self.answers: dict[str, Answer] = {}
+        self.answer_headers: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -66,8 +69,9 @@ class Receiver:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def answer(self, path: str, answer: Answer) -> None:
+    def answer(self, path: str, answer: Answer, headers: dict[str, str] | None = None) -> None:
         self.answers[path] = answer
+        self.answer_headers[path] = headers or {}
 
     def at(self, path: str, status: int | None = None) -> list[Received]:
         """What arrived at `path` (answered `status`, if given), in order of arrival."""
@@ -88,7 +92,7 @@ class Receiver:
                 if len(body) < length:
                     return  # the sender went away mid-request: nothing was delivered
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                got = Received(self.path, headers, body, time.time())
+                got = Received(self.path, headers, body, time.time(), method=self.command)
                 answer = receiver.answers.get(self.path, lambda _: (200, 0.0))
                 status, delay = answer(got)
                 with receiver._lock:
@@ -97,9 +101,13 @@ class Receiver:
                     time.sleep(delay)
                 with contextlib.suppress(OSError):  # the sender gave up, or was killed
                     self.send_response(status)
+                    for name, value in receiver.answer_headers.get(self.path, {}).items():
+                        self.send_header(name, value)
                     self.send_header("content-length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
+
+            do_GET = do_PUT = do_POST  # a redirect followed would be seen
 
             def log_message(self, *_: Any) -> None:
                 pass

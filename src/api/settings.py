@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     webhooks_concurrency: int = Field(
         256, ge=1, le=1000, description="Deliveries in flight per sender."
     )
+    webhooks_retention_days: float = Field(
+        30,
+        gt=0,
+        description="How long delivered and failed webhook messages (and their attempts) "
+        "are kept, counted from their event; pending ones are kept until they are done.",
+    )
     clock_offset_file: Path | None = Field(
         None,
         description="A file holding seconds to move the ledger's clock by (tests and "

@@ -6,6 +6,7 @@ unless LEDGER_WEBHOOKS is off, and stopped with it."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from api.integrations.webhooks.safety import Policy
 from api.integrations.webhooks.sender import Sender
@@ -19,15 +20,18 @@ from projections.webhooks.outbox import Outbox
 
 def webhooks(database: Database, ledger: Ledger, settings: Settings) -> tuple[Outbox, Sender]:
     policy = Policy(settings.webhooks_allow_http, settings.webhooks_allow_private)
+    clock = clock_from(settings.clock_offset_file)
     sender = Sender(
         database,
         policy=policy,
-        clock=clock_from(settings.clock_offset_file),
+        clock=clock,
         per_endpoint=settings.webhooks_per_endpoint,
         concurrency=settings.webhooks_concurrency,
         timeout=settings.webhooks_timeout_seconds,
     )
-    return Outbox(database, ledger, poll_interval=0.5), sender
+    retention = timedelta(days=settings.webhooks_retention_days)
+    outbox = Outbox(database, ledger, poll_interval=0.5, clock=clock, retention=retention)
+    return outbox, sender
 
 
 def run_webhooks(database: Database, settings: Settings, stop: threading.Event) -> None:

@@ -11,7 +11,7 @@ from ledger.db import Table
 from projections import status as st
 from projections import users_table
 from projections.users import UsersProjection
-from projections.webhooks import endpoints_table, messages_table
+from projections.webhooks import endpoints_table, messages_table, retention
 
 
 def tables(ledger: Ledger, projection: UsersProjection | None = None) -> list[Table]:
@@ -35,4 +35,5 @@ def tables(ledger: Ledger, projection: UsersProjection | None = None) -> list[Ta
         Table(users_table.TABLE_NAME, create_users),
         endpoints_table.DEFINITION,
         *messages_table.DEFINITIONS,
+        retention.DEFINITION,
     ]

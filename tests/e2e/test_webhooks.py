@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.helpers import MovableClock, ledger_process, wait_until
-from tests.webhook_receiver import Received, Receiver, attempts, deliveries, sending_here
+from tests.webhook_receiver import (
+    Answer,
+    Received,
+    Receiver,
+    attempts,
+    deliveries,
+    sending_here,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
@@ -56,6 +64,9 @@ def endpoints(hooks: Api) -> Iterator[Callable[..., dict[str, Any]]]:
     yield create
     for endpoint_id in made:
         hooks.request("DELETE", f"/v1/webhook-endpoints/{endpoint_id}")
+
+
+ENABLED = {"disabled": False}
 
 
 def of_user(received: list[Received], user_id: str) -> list[Received]:
@@ -200,7 +211,7 @@ def test_a_410_disables_the_endpoint_at_once(
     hooks: Api, receiver: Receiver, endpoints: Callable[..., Any]
 ) -> None:
     receiver.answer("/gone", lambda _: (410, 0.0))
-    created = endpoints(receiver.url("/gone"))
+    created = endpoints(receiver.url("/gone"), event_types=["user.registered", "credits.spent"])
     user_id = hooks.registered("gone")
 
     def disabled() -> bool:
@@ -212,7 +223,85 @@ def test_a_410_disables_the_endpoint_at_once(
     hooks.check_command(hooks.post(f"/v1/users/{user_id}/credits/spends", {"amount": 1}))
     hooks.current(user_id)
     wait_until(lambda: hooks.projection()["lag"] == 0)
+    wait_until(lambda: len(deliveries(hooks, created["id"], status="pending")) == 2, timeout=15)
     assert len(receiver.at("/gone")) == 1
+
+    receiver.answer("/gone", lambda _: (200, 0.0))  # back: what waited is sent at once
+    hooks.json(hooks.request("PATCH", f"/v1/webhook-endpoints/{created['id']}", json=ENABLED))
+    wait_until(lambda: len(receiver.at("/gone", 200)) == 2, timeout=15)
+    got = receiver.at("/gone")
+    assert [r.type for r in got] == ["user.registered", "user.registered", "credits.spent"]
+    assert got[0].id == got[1].id and all(r.verified_by(created["secret"]) for r in got)
+
+
+def pending_metric(hooks: Api, endpoint_id: str) -> float:
+    """`ledger_webhook_endpoint_pending` of the endpoint, as /metrics shows it."""
+    text = hooks.get("/metrics", role=None).text
+    (line,) = [
+        line
+        for line in text.splitlines()
+        if line.startswith(f'ledger_webhook_endpoint_pending{{endpoint="{endpoint_id}"}}')
+    ]
+    return float(line.split()[-1])
+
+
+def test_what_happens_while_an_endpoint_is_disabled_arrives_in_order_once_enabled(
+    hooks: Api, receiver: Receiver, endpoints: Callable[..., Any]
+) -> None:
+    created = endpoints(receiver.url("/paused"), event_types=["user.registered", "credits.spent"])
+    path = f"/v1/webhook-endpoints/{created['id']}"
+    off = hooks.json(hooks.request("PATCH", path, json={"disabled": True}))
+    assert off["disabled_reason"] == "disabled by an operator"
+    users = [hooks.registered("paused") for _ in range(2)]
+    for user_id in users:
+        for amount in (1, 2, 3):
+            spend = hooks.post(f"/v1/users/{user_id}/credits/spends", {"amount": amount})
+            hooks.check_command(spend)
+
+    wait_until(lambda: len(deliveries(hooks, created["id"], status="pending")) == 8, timeout=15)
+    assert pending_metric(hooks, created["id"]) == 8
+    time.sleep(1.0)  # time enough for a sender to send, were it to
+    assert receiver.at("/paused") == [] and attempts(hooks, created["id"]) == 0
+
+    on = hooks.json(hooks.request("PATCH", path, json=ENABLED))
+
+    assert on["disabled"] is False and on["disabled_reason"] is None
+    wait_until(lambda: len(deliveries(hooks, created["id"], status="succeeded")) == 8, timeout=20)
+    got = receiver.at("/paused")
+    assert len(got) == 8 and len({r.id for r in got}) == 8
+    assert all(r.verified_by(created["secret"]) for r in got)
+    for user_id in users:
+        mine = of_user(got, user_id)
+        assert [r.type for r in mine] == ["user.registered"] + ["credits.spent"] * 3
+        assert [r.payload["data"]["event"]["data"].get("amount") for r in mine[1:]] == [1, 2, 3]
+        positions = [r.payload["data"]["event"]["position"] for r in mine]
+        assert positions == sorted(positions)
+    assert pending_metric(hooks, created["id"]) == 0
+
+
+def answering(status: int) -> Answer:
+    return lambda _: (status, 0.0)
+
+
+def test_a_redirect_is_a_failed_attempt_and_never_followed(
+    hooks: Api, receiver: Receiver, endpoints: Callable[..., Any]
+) -> None:
+    made: dict[int, dict[str, Any]] = {}
+    for status in (301, 302, 303, 307, 308):
+        elsewhere = receiver.url(f"/moved-{status}/elsewhere")
+        receiver.answer(f"/moved-{status}", answering(status), headers={"location": elsewhere})
+        made[status] = endpoints(receiver.url(f"/moved-{status}"), event_types=["user.registered"])
+    hooks.registered("moved")
+
+    wait_until(lambda: all(attempts(hooks, e["id"]) >= 1 for e in made.values()), timeout=15)
+    for status, endpoint in made.items():
+        (pending,) = deliveries(hooks, endpoint["id"], status="pending")
+        assert pending["attempts"][0]["http_status"] == status
+        assert pending["next_attempt_at"] is not None  # tried again later, as any failure
+        arrived = receiver.at(f"/moved-{status}")
+        assert arrived and all(r.method == "POST" for r in arrived)
+        assert all(r.verified_by(endpoint["secret"]) for r in arrived)
+        assert receiver.at(f"/moved-{status}/elsewhere") == []
 
 
 def test_a_rotated_secret_signs_beside_the_new_one_for_a_day(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import rows, wait_until
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
@@ -44,20 +44,52 @@ def test_an_endpoint_is_created_with_its_secret_shown_once(
     assert secret not in api.get("/v1/webhook-endpoints").text
 
 
-def test_a_retried_create_answers_the_same_endpoint_without_its_secret(api: Api) -> None:
+def stored_answers(api: Api, *keys: str) -> list[str]:
+    """The answers kept for Idempotency-Keys, as PostgreSQL holds them."""
+    found = rows(
+        api.database,
+        "SELECT outcome::text FROM ledger_idempotency_keys WHERE key = ANY(%s)",
+        (list(keys),),
+    )
+    assert len(found) == len(keys)
+    return [str(text) for (text,) in found]
+
+
+def test_a_retried_create_or_rotation_answers_the_same_secret(api: Api) -> None:
     body = {"url": PUBLIC, "event_types": ["*"]}
-    key = api.new_id("create")
-    first = api.json(api.post("/v1/webhook-endpoints", body, key=key), 201)
-    again = api.post("/v1/webhook-endpoints", body, key=key)
+    create_key, rotate_key = api.new_id("create"), api.new_id("rotate")
+    first = api.json(api.post("/v1/webhook-endpoints", body, key=create_key), 201)
+    path = f"/v1/webhook-endpoints/{first['id']}"
     try:
+        again = api.post("/v1/webhook-endpoints", body, key=create_key)
         assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
-        assert again.json() == {**first, "secret": None}
+        assert again.json() == first and first["secret"].startswith("whsec_")
         listed = api.json(api.get("/v1/webhook-endpoints", params={"limit": 1000}))["items"]
         assert [e["id"] for e in listed].count(first["id"]) == 1
-        other = api.post("/v1/webhook-endpoints", {**body, "description": "x"}, key=key)
+        other = api.post("/v1/webhook-endpoints", {**body, "description": "x"}, key=create_key)
         api.problem(other, 422, "idempotency-key-reused")
+
+        rotated = api.json(api.post(f"{path}/rotate-secret", key=rotate_key))
+        retried = api.post(f"{path}/rotate-secret", key=rotate_key)
+        assert retried.headers["Idempotent-Replayed"] == "true" and retried.json() == rotated
+        assert rotated["secret"] != first["secret"]
+        # The first secret is the previous one now, and signs for a day: shown still.
+        assert api.post("/v1/webhook-endpoints", body, key=create_key).json() == first
+
+        kept = " ".join(stored_answers(api, create_key, rotate_key))
+        assert first["secret"] not in kept and rotated["secret"] not in kept
+        assert "whsec_" not in kept and kept.count("secret_sha256") == 2
+
+        api.json(api.post(f"{path}/rotate-secret"))  # the first secret no longer signs
+        assert api.post("/v1/webhook-endpoints", body, key=create_key).json() == {
+            **first,
+            "secret": None,
+        }
+        assert api.post(f"{path}/rotate-secret", key=rotate_key).json() == rotated
     finally:
-        api.request("DELETE", f"/v1/webhook-endpoints/{first['id']}")
+        api.request("DELETE", path)
+    gone = api.post(f"{path}/rotate-secret", key=rotate_key)
+    assert gone.status_code == 200 and gone.json() == {**rotated, "secret": None}
 
 
 def test_an_endpoint_is_changed_disabled_enabled_and_deleted(

@@ -3,8 +3,9 @@
 An endpoint is where the app wants to hear of the ledger's events: its URL,
 the event types it subscribes to, its signing secret (and, for a day after a
 rotation, the previous one), and whether it is disabled (by an operator, by a
-410 Gone, or after five days of failures). `created_position` is the log's
-head when it was created: it hears of the events after it."""
+410 Gone, or after five days of failures: nothing is sent to it meanwhile,
+and what is queued for it waits). `created_position` is the log's head when
+it was created: it hears of the events after it."""
 
 from __future__ import annotations
 
@@ -86,10 +87,14 @@ ROTATE = (
     f"RETURNING {COLUMNS}"
 )
 
-#: The endpoints that hear of new events (the outbox's view).
+#: The secrets that sign for an endpoint (the previous one until its time).
+SECRETS = f"SELECT secret, previous_secret, previous_secret_until FROM {TABLE} WHERE id = %s"
+
+#: The endpoints that hear of new events (the outbox's view): every one, a
+#: disabled one too. Its messages wait (the sender skips a disabled endpoint)
+#: until it is enabled again, and are sent then, in order.
 SUBSCRIBED = (
-    "SELECT id, event_types, low_balance_threshold, created_position "
-    f"FROM {TABLE} WHERE NOT disabled ORDER BY seq"
+    f"SELECT id, event_types, low_balance_threshold, created_position FROM {TABLE} ORDER BY seq"
 )
 
 #: How the sender signs for an endpoint, and where it sends.

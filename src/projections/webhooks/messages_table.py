@@ -9,6 +9,9 @@
   it, and a sender that dies leaves it to be taken again when it ends.
 - `ledger_webhook_attempts`: every attempt, with its HTTP status or error and
   how long it took.
+
+Done messages (succeeded or failed) are deleted after a while with their
+attempts (projections.webhooks.retention); pending ones are kept.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ CREATE_INDEXES = (
     "WHERE status = 'pending'",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_endpoint ON {TABLE} (endpoint_id, status, seq)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time ON {TABLE} (endpoint_id, event_at)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_done ON {TABLE} (event_at) WHERE status <> 'pending'",
 )
 
 CREATE_ATTEMPTS = f"""
@@ -218,8 +222,14 @@ RECOVER = (
     "RETURNING user_id"
 )
 
-#: For the metrics: messages by status, and each endpoint's oldest pending message.
-COUNTS = f"SELECT status, count(*) FROM {TABLE} GROUP BY status"
+#: An endpoint enabled again at %(now)s: what waits for it is due at once.
+RESUME = (
+    f"UPDATE {TABLE} SET next_attempt_at = %(now)s "
+    "WHERE endpoint_id = %(endpoint)s AND status = 'pending' AND next_attempt_at > %(now)s"
+)
+
+#: For the metrics: each endpoint's pending messages and the oldest of them
+#: (by status, with those pruned: projections.webhooks.retention.COUNTS).
 LAG = (
     f"SELECT e.id, e.url, min(m.event_at), count(m.id) FROM {endpoints_table.TABLE} AS e "
     f"LEFT JOIN {TABLE} AS m ON m.endpoint_id = e.id AND m.status = 'pending' "

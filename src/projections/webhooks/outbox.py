@@ -12,6 +12,10 @@ The state before each event comes from the one fold: kept from the event
 before, or replayed from the user's history at the position before it. One
 outbox is active per database (projections.follower); others stand by. It is
 never on the command path: commands do not wait for it.
+
+When idle, at most once a minute by its clock, the active outbox deletes the
+messages done longer ago than the retention (projections.webhooks.retention),
+a batch at a time, between batches of new events.
 """
 
 from __future__ import annotations
@@ -19,19 +23,21 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from ledger import events_table
 from ledger.application import Ledger, evolve
+from ledger.clock import Clock, system_clock
 from ledger.db import Database, advisory_key
 from ledger.domain import UserState
 from projections import status as st
 from projections.follower import Follower
 from projections.history import replay_users
 from projections.projector import decode_rows
-from projections.webhooks import endpoints_table, messages_table
+from projections.webhooks import endpoints_table, messages_table, retention
 from projections.webhooks.messages import Message, body, message_id, messages_of, subscribed
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 TRACKING_NAME = "webhooks-outbox"
 #: Users whose state after their last event is kept between batches.
 _KEPT_STATES = 200_000
+#: How often an idle outbox looks for messages past the retention.
+PRUNE_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +66,11 @@ class Outbox(Follower):
         *,
         batch_size: int = 1000,
         poll_interval: float = 1.0,
+        clock: Clock = system_clock,
+        retention: timedelta | None = timedelta(days=30),
+        prune_batch: int = 1000,
     ) -> None:
+        """`retention`: how long messages done are kept (None: for ever)."""
         super().__init__(
             database,
             name="webhook outbox",
@@ -69,6 +81,11 @@ class Outbox(Follower):
         self.ledger = ledger
         self.batch_size = batch_size
         self.queued = 0
+        self.pruned = 0
+        self.clock = clock
+        self.retention = retention
+        self.prune_batch = prune_batch
+        self._next_prune: datetime | None = None
         self._tracking = st.tracking_recorder(ledger.datastore)
         self._states: OrderedDict[str, tuple[UserState, int]] = OrderedDict()
 
@@ -81,9 +98,26 @@ class Outbox(Follower):
 
     def work(self, conn: psycopg.Connection[Any]) -> bool:
         try:
-            return self._batch(conn)
+            if self._batch(conn):
+                return True
         except psycopg.errors.ForeignKeyViolation:
             return True  # an endpoint deleted meanwhile: again, without it
+        return self._prune(conn)
+
+    def _prune(self, conn: psycopg.Connection[Any]) -> bool:
+        """One batch of the messages past the retention, if it is time to look;
+        True if more may be left (new events go first all the same)."""
+        if self.retention is None:
+            return False
+        now = self.clock()
+        if self._next_prune is not None and now < self._next_prune:
+            return False
+        deleted = retention.prune(conn, now - self.retention, self.prune_batch)
+        self.pruned += deleted
+        if deleted >= self.prune_batch:
+            return True
+        self._next_prune = now + PRUNE_EVERY
+        return False
 
     def _batch(self, conn: psycopg.Connection[Any]) -> bool:
         with conn.transaction():

@@ -14,7 +14,7 @@ from api.http.deps import OpenServices
 from api.http.metrics import CONTENT_TYPE, WebhookFigures
 from api.http.problems import RETRY_AFTER_SECONDS, problem
 from projections.overview import overview
-from projections.webhooks import messages_table
+from projections.webhooks import messages_table, retention
 
 router = APIRouter(tags=["health"])
 
@@ -74,7 +74,7 @@ def metrics(services: OpenServices) -> Response:
 
 
 def webhook_figures(conn: psycopg.Connection[Any], now: datetime) -> WebhookFigures:
-    by_status = {str(s): int(n) for s, n in conn.execute(messages_table.COUNTS).fetchall()}
+    by_status = {str(s): int(n) for s, n in conn.execute(retention.COUNTS).fetchall()}
     endpoints = [
         (str(i), int(n), max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
         for i, _, oldest, n in conn.execute(messages_table.LAG).fetchall()

@@ -1,26 +1,23 @@
 """Webhook endpoints: where the ledger sends its events, their secrets, and
 their deliveries (each with every attempt), retried or recovered by hand.
 
-The secret is shown in the answer that makes it (a create, a rotation) and
-never again. With an Idempotency-Key, a retry of either gets the first
-answer again without its secret (`"secret": null`): the key's stored answer
-never holds one. A client that lost the first answer rotates the secret."""
+The secret is shown in the answer that makes it (a create, a rotation), and
+again to a retry of that request with the same Idempotency-Key while it still
+signs (api.http.webhook_answers: the key's stored answer holds only its hash)."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-import orjson
 import psycopg
 from fastapi import APIRouter, Path, Query
-from psycopg.rows import dict_row
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.bootstrap import Services
+from api.http import webhook_answers as answers
 from api.http.deps import IDEMPOTENCY_KEY_DOC, AdminAccess, AdminKeyed, RoleCheckedRoute
 from api.http.params import Limit
 from api.http.problems import problem
@@ -38,9 +35,8 @@ from api.http.schemas.webhooks import (
 )
 from api.integrations.webhooks import signing
 from api.integrations.webhooks.safety import Policy, UnsafeUrl
-from ledger import events_table, idempotency
+from ledger import events_table
 from ledger.db import translate_errors
-from ledger.idempotency import IdempotencyKey
 from ledger.times import timestamp
 from projections.webhooks import endpoints_table, messages_table
 
@@ -62,11 +58,6 @@ _URL_422 = (
 )
 
 
-def _json(body: Any, status: int = 200, *, replayed: bool = False) -> Response:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
-
-
 def _unsafe(services: Services, url: str) -> Response | None:
     """The problem with sending to `url`, if there is one."""
     settings = services.settings
@@ -82,47 +73,6 @@ def _found(row: dict[str, Any] | None, what: str = "endpoint") -> dict[str, Any]
     if row is None:
         raise HTTPException(404, f"no such webhook {what}")
     return row
-
-
-def _one(conn: Connection, query: str, params: Any) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as curs:
-        curs.execute(query, params)
-        return curs.fetchone()
-
-
-def _all(conn: Connection, query: str, params: Any) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as curs:
-        curs.execute(query, params)
-        return curs.fetchall()
-
-
-def _keyed(
-    services: Services,
-    key: IdempotencyKey | None,
-    kind: str,
-    fields: dict[str, Any],
-    make: Callable[[Connection], tuple[int, dict[str, Any]]],
-) -> Response:
-    """`make`'s answer, in one transaction with the key's record of it (without
-    its secret); or, for a key used before, the first answer again. Keys are
-    looked up and stored under the lock the writer takes for its batches (as
-    a rebuild request does): these requests are rare."""
-    fingerprint = idempotency.fingerprint(kind, fields)
-    with translate_errors(), services.pool.connection() as conn, conn.transaction():
-        if key is not None:
-            for statement in services.ledger.lock_statements:
-                conn.execute(statement.encode())
-            rows = conn.execute(idempotency.LOOKUP, idempotency.lookup_params([key])).fetchall()
-            found = idempotency.stored(rows)
-            if key in found:
-                first = idempotency.first_outcome(found[key], fingerprint)
-                return _json(first["body"], int(first["status"]), replayed=True)
-        status, body = make(conn)
-        if key is not None:
-            kept = {**body, "secret": None} if "secret" in body else body
-            outcome = {"status": status, "body": kept}
-            conn.execute(idempotency.STORE, idempotency.store_params([(key, fingerprint, outcome)]))
-    return _json(body, status)
 
 
 def _refresh_heads(conn: Connection, endpoint_id: str, user_ids: list[str]) -> None:
@@ -146,7 +96,8 @@ def _wake_senders(conn: Connection) -> None:
     summary="Create a webhook endpoint",
     description="Every event recorded from now on becomes one message to this endpoint per "
     "subscribed type, signed per Standard Webhooks with the `secret` in this answer (shown "
-    "once). Role: admin.",
+    "once, and again to a retry with the same Idempotency-Key while that secret signs; "
+    "`null` after). Role: admin.",
     responses=problems(401, 403, 413, 422, 503, d422=_URL_422),
 )
 def create_endpoint(body: EndpointRequest, request: AdminKeyed) -> Response:
@@ -157,7 +108,7 @@ def create_endpoint(body: EndpointRequest, request: AdminKeyed) -> Response:
 
     def make(conn: Connection) -> tuple[int, dict[str, Any]]:
         secret = signing.new_secret()
-        row = _one(
+        row = answers.one(
             conn,
             endpoints_table.INSERT,
             {
@@ -169,7 +120,7 @@ def create_endpoint(body: EndpointRequest, request: AdminKeyed) -> Response:
         )
         return 201, {**endpoints_table.view(_found(row)), "secret": secret}
 
-    return _keyed(services, request.key, "CreateWebhookEndpoint", body.model_dump(), make)
+    return answers.keyed(services, request.key, "CreateWebhookEndpoint", body.model_dump(), make)
 
 
 @router.get(
@@ -183,13 +134,13 @@ def list_endpoints(services: AdminAccess, limit: Limit = 100, after: After = Non
     with translate_errors(), services.pool.connection() as conn:
         after_seq = 0
         if after is not None:
-            found = _one(conn, endpoints_table.SEQ_OF, (after,))
+            found = answers.one(conn, endpoints_table.SEQ_OF, (after,))
             if found is None:
                 raise HTTPException(422, f"after: {after!r} is not a webhook endpoint")
             after_seq = int(found["seq"])
-        rows = _all(conn, endpoints_table.PAGE, (after_seq, limit + 1))
+        rows = answers.every(conn, endpoints_table.PAGE, (after_seq, limit + 1))
     items = [endpoints_table.view(row) for row in rows[:limit]]
-    return _json({"items": items, "next": items[-1]["id"] if len(rows) > limit else None})
+    return answers.json({"items": items, "next": items[-1]["id"] if len(rows) > limit else None})
 
 
 @router.get(
@@ -201,8 +152,8 @@ def list_endpoints(services: AdminAccess, limit: Limit = 100, after: After = Non
 )
 def get_endpoint(endpoint_id: EndpointIdPath, services: AdminAccess) -> Response:
     with translate_errors(), services.pool.connection() as conn:
-        row = _found(_one(conn, endpoints_table.ONE, (endpoint_id,)))
-    return _json(endpoints_table.view(row))
+        row = _found(answers.one(conn, endpoints_table.ONE, (endpoint_id,)))
+    return answers.json(endpoints_table.view(row))
 
 
 @router.patch(
@@ -210,8 +161,9 @@ def get_endpoint(endpoint_id: EndpointIdPath, services: AdminAccess) -> Response
     response_model=EndpointOut,
     summary="Change a webhook endpoint",
     description="Set any of `url`, `event_types`, `disabled`, `low_balance_threshold`, "
-    "`description` (null clears the last two). Enabling a disabled endpoint sends what waits "
-    "for it. Role: admin.",
+    "`description` (null clears the last two). Nothing is sent to a disabled endpoint, but "
+    "its messages are queued all the same: enabling it sends everything that waits for it "
+    "at once, in order per user. Role: admin.",
     responses=problems(401, 403, 404, 413, 422, 503, d404=_ENDPOINT_404, d422=_URL_422),
 )
 def patch_endpoint(
@@ -228,11 +180,15 @@ def patch_endpoint(
             return refused
     with translate_errors(), services.pool.connection() as conn, conn.transaction():
         if not fields:
-            row = _one(conn, endpoints_table.ONE, (endpoint_id,))
+            row = answers.one(conn, endpoints_table.ONE, (endpoint_id,))
         else:
-            row = _one(conn, endpoints_table.patch(fields), {**values, "id": endpoint_id})
+            was = answers.one(conn, endpoints_table.ONE + " FOR UPDATE", (endpoint_id,))
+            row = answers.one(conn, endpoints_table.patch(fields), {**values, "id": endpoint_id})
+            if was is not None and was["disabled"] and row is not None and not row["disabled"]:
+                resumed = {"endpoint": endpoint_id, "now": services.clock()}
+                conn.execute(messages_table.RESUME, resumed)  # what waited goes at once
             _wake_senders(conn)
-    return _json(endpoints_table.view(_found(row)))
+    return answers.json(endpoints_table.view(_found(row)))
 
 
 @router.delete(
@@ -245,9 +201,9 @@ def patch_endpoint(
 )
 def delete_endpoint(endpoint_id: EndpointIdPath, services: AdminAccess) -> Response:
     with translate_errors(), services.pool.connection() as conn, conn.transaction():
-        row = _found(_one(conn, endpoints_table.ONE + " FOR UPDATE", (endpoint_id,)))
+        row = _found(answers.one(conn, endpoints_table.ONE + " FOR UPDATE", (endpoint_id,)))
         conn.execute(endpoints_table.DELETE, (endpoint_id,))
-    return _json(endpoints_table.view(row))
+    return answers.json(endpoints_table.view(row))
 
 
 @router.post(
@@ -255,8 +211,9 @@ def delete_endpoint(endpoint_id: EndpointIdPath, services: AdminAccess) -> Respo
     response_model=EndpointWithSecret,
     openapi_extra=IDEMPOTENCY_KEY_DOC,
     summary="Rotate an endpoint's secret",
-    description="A new secret, in this answer only. For 24 hours the previous one signs "
-    "too: each message then carries two signatures in `webhook-signature`. Role: admin.",
+    description="A new secret, in this answer only (and again to a retry with the same "
+    "Idempotency-Key while that secret signs; `null` after). For 24 hours the previous one "
+    "signs too: each message then carries two signatures in `webhook-signature`. Role: admin.",
     responses=problems(401, 403, 404, 422, 503, d404=_ENDPOINT_404),
 )
 def rotate_secret(endpoint_id: EndpointIdPath, request: AdminKeyed) -> Response:
@@ -265,12 +222,12 @@ def rotate_secret(endpoint_id: EndpointIdPath, request: AdminKeyed) -> Response:
     def make(conn: Connection) -> tuple[int, dict[str, Any]]:
         secret = signing.new_secret()
         until = services.clock() + timedelta(seconds=signing.ROTATION_OVERLAP_SECONDS)
-        row = _one(
+        row = answers.one(
             conn, endpoints_table.ROTATE, {"id": endpoint_id, "secret": secret, "until": until}
         )
         return 200, {**endpoints_table.view(_found(row)), "secret": secret}
 
-    return _keyed(services, request.key, "RotateWebhookSecret", {"id": endpoint_id}, make)
+    return answers.keyed(services, request.key, "RotateWebhookSecret", {"id": endpoint_id}, make)
 
 
 # -- deliveries ------------------------------------------------------------------
@@ -278,7 +235,7 @@ def rotate_secret(endpoint_id: EndpointIdPath, request: AdminKeyed) -> Response:
 
 def _deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     attempts: dict[str, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
-    for a in _all(conn, messages_table.ATTEMPTS_OF, (list(attempts),)):
+    for a in answers.every(conn, messages_table.ATTEMPTS_OF, (list(attempts),)):
         attempts[a["message_id"]].append(a)
     return [messages_table.view(row, attempts[row["id"]]) for row in rows]
 
@@ -299,18 +256,18 @@ def list_deliveries(
     after: After = None,
 ) -> Response:
     with translate_errors(), services.pool.connection() as conn:
-        _found(_one(conn, endpoints_table.ONE, (endpoint_id,)))
+        _found(answers.one(conn, endpoints_table.ONE, (endpoint_id,)))
         after_seq = 0
         if after is not None:
-            found = _one(conn, messages_table.SEQ_OF, (after, endpoint_id))
+            found = answers.one(conn, messages_table.SEQ_OF, (after, endpoint_id))
             if found is None:
                 raise HTTPException(422, f"after: {after!r} is not a delivery of this endpoint")
             after_seq = int(found["seq"])
         query = messages_table.of_endpoint(status)
         params = {"endpoint": endpoint_id, "after": after_seq, "status": status, "limit": limit + 1}
-        rows = _all(conn, query, params)
+        rows = answers.every(conn, query, params)
         items = _deliveries(conn, rows[:limit])
-    return _json({"items": items, "next": items[-1]["id"] if len(rows) > limit else None})
+    return answers.json({"items": items, "next": items[-1]["id"] if len(rows) > limit else None})
 
 
 @router.post(
@@ -329,13 +286,13 @@ def retry_delivery(delivery_id: DeliveryIdPath, request: AdminKeyed) -> Response
     def make(conn: Connection) -> tuple[int, dict[str, Any]]:
         now = services.clock()
         row = _found(
-            _one(conn, messages_table.REQUEUE, {"id": delivery_id, "now": now}), "delivery"
+            answers.one(conn, messages_table.REQUEUE, {"id": delivery_id, "now": now}), "delivery"
         )
         _refresh_heads(conn, row["endpoint_id"], [row["user_id"]])
         _wake_senders(conn)
         return 202, _deliveries(conn, [row])[0]
 
-    return _keyed(services, request.key, "RetryWebhookDelivery", {"id": delivery_id}, make)
+    return answers.keyed(services, request.key, "RetryWebhookDelivery", {"id": delivery_id}, make)
 
 
 @router.post(
@@ -352,7 +309,7 @@ def recover(endpoint_id: EndpointIdPath, body: RecoverRequest, request: AdminKey
     services = request.services
 
     def make(conn: Connection) -> tuple[int, dict[str, Any]]:
-        _found(_one(conn, endpoints_table.ONE, (endpoint_id,)))
+        _found(answers.one(conn, endpoints_table.ONE, (endpoint_id,)))
         params = {"endpoint": endpoint_id, "since": body.since, "now": services.clock()}
         users = [str(u) for (u,) in conn.execute(messages_table.RECOVER, params).fetchall()]
         _refresh_heads(conn, endpoint_id, sorted(set(users)))
@@ -361,4 +318,4 @@ def recover(endpoint_id: EndpointIdPath, body: RecoverRequest, request: AdminKey
         return 202, {"endpoint_id": endpoint_id, "since": timestamp(body.since), "queued": queued}
 
     fields = {"id": endpoint_id, "since": timestamp(body.since)}
-    return _keyed(services, request.key, "RecoverWebhookMessages", fields, make)
+    return answers.keyed(services, request.key, "RecoverWebhookMessages", fields, make)

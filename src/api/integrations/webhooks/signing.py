@@ -6,6 +6,7 @@ endpoint's secret, and for a day after a rotation with the previous one too
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,6 +19,11 @@ ROTATION_OVERLAP_SECONDS = 24 * 3600
 
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sha256(secret: str) -> str:
+    """A secret's SHA-256, in hex: what an idempotency key keeps of it."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def headers(message_id: str, body: str, keys: Sequence[str], at: datetime) -> dict[str, str]:
