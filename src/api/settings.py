@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     webhooks_per_endpoint: int = Field(
         16, ge=1, le=100, description="Deliveries in flight to one endpoint at a time."
     )
+    webhooks_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower the webhooks process's CPU priority is (its nice value): "
+        "on a busy machine commands come first, and deliveries take what is left.",
+    )
     webhooks_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="How long a delivery waits for the endpoint's answer."
     )

@@ -5,6 +5,8 @@ unless LEDGER_WEBHOOKS is off, and stopped with it."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from datetime import timedelta
 
@@ -56,4 +58,16 @@ def webhooks_process(url: str, parent: int) -> None:
     SIGINT, and when its parent is gone (even by kill -9)."""
     settings = Settings()
     configure_logging(settings.log_level)
+    _lower_priority(settings.webhooks_nice)
     run_webhooks(Database(url), settings, stop_with_parent(parent))
+
+
+def _lower_priority(nice: int) -> None:
+    """Deliveries yield the CPU to commands and the projector: messages wait
+    in the outbox, in order, until there is CPU to send them."""
+    if nice <= 0:
+        return
+    try:
+        os.nice(nice)
+    except OSError as e:  # not allowed here: deliveries share the CPU equally
+        logging.getLogger(__name__).warning("the webhooks process keeps its priority: %s", e)

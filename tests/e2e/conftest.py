@@ -187,10 +187,21 @@ class Api:
     @contextlib.contextmanager
     def records(self, events: int) -> Iterator[None]:
         """The block records exactly `events` events."""
+        ((last,),) = rows(
+            self.database, "SELECT COALESCE(max(notification_id), 0) FROM ledger_events"
+        )
         before = self.event_count()
         yield
         after = self.event_count()
-        assert after - before == events, f"recorded {after - before} events, expected {events}"
+        if after - before != events:
+            recorded = rows(
+                self.database,
+                "SELECT notification_id, originator_id, topic, "
+                "convert_from(state, 'UTF8')::jsonb -> 'cause' FROM ledger_events "
+                "WHERE notification_id > %s ORDER BY notification_id",
+                (last,),
+            )
+            raise AssertionError(f"recorded {after - before} events, expected {events}: {recorded}")
 
     def records_nothing(self) -> contextlib.AbstractContextManager[None]:
         return self.records(0)

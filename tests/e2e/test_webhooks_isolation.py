@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 
 from tests.helpers import wait_until
@@ -49,3 +50,19 @@ def test_a_dead_endpoint_does_not_delay_a_live_one(hooks: Api) -> None:
         ]
         assert max(lags) < 3.0, f"the live endpoint waited {max(lags):.1f} s"
         assert len(receiver.at("/dead")) <= PER_ENDPOINT  # its own slots, and no more
+
+
+def test_deliveries_run_at_a_lower_cpu_priority_than_commands(hooks: Api) -> None:
+    """The webhooks process (a child of the projector's) yields the CPU: its
+    nice value is LEDGER_WEBHOOKS_NICE (10) above the API's and the projector's."""
+    assert hooks.served.process is not None
+    top = psutil.Process(hooks.served.process.pid)
+
+    def niceness() -> list[int]:
+        with contextlib.suppress(psutil.Error):
+            return sorted(p.nice() - top.nice() for p in top.children(recursive=True))
+        return []
+
+    wait_until(lambda: 10 in niceness(), timeout=15)
+    assert niceness().count(10) == 1, niceness()
+    assert set(niceness()) == {0, 10}, niceness()
