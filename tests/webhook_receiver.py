@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from standardwebhooks import Webhook
 
-from tests.helpers import MovableClock, free_port
+from api.integrations.webhooks import signing
+from ledger.db import Database
+from projections.webhooks import endpoints_table
+from tests.helpers import MovableClock, free_port, rows
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Api
@@ -152,3 +155,21 @@ def deliveries(api: Api, endpoint_id: str, **params: Any) -> list[dict[str, Any]
 def attempts(api: Api, endpoint_id: str) -> int:
     """How many attempts the endpoint's deliveries have recorded, in all."""
     return sum(len(d["attempts"]) for d in deliveries(api, endpoint_id))
+
+
+def add_endpoint(database: Database, url: str, **fields: Any) -> dict[str, Any]:
+    """An endpoint, as the API stores one (no check of its URL: as if its name
+    resolved elsewhere when it was created)."""
+    values = {
+        "id": f"ep_{len(rows(database, 'SELECT id FROM ledger_webhook_endpoints'))}",
+        "url": url,
+        "event_types": ["*"],
+        "description": None,
+        "low_balance_threshold": None,
+        "secret": signing.new_secret(),
+        "created_position": 0,
+        **fields,
+    }
+    with database.connect() as conn:
+        conn.execute(endpoints_table.INSERT, values)
+    return values

@@ -27,7 +27,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -131,8 +131,7 @@ def link(
     ).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(NamedTuple):
     """An event as the table stores it, at its position."""
 
     position: int
@@ -145,11 +144,9 @@ class Stored:
 def chained(previous: bytes, events: Iterable[Stored]) -> tuple[list[int], list[bytes]]:
     """The positions and hashes of `events` (in position order) after `previous`."""
     positions, hashes = [], []
-    for event in events:
-        previous = link(
-            previous, event.position, event.user_id, event.version, event.topic, event.state
-        )
-        positions.append(event.position)
+    for position, user_id, version, topic, state in events:
+        previous = link(previous, position, user_id, version, topic, state)
+        positions.append(position)
         hashes.append(previous)
     return positions, hashes
 

@@ -25,7 +25,7 @@ import psycopg
 from ledger import events_table
 from ledger.application import Ledger, Recorded
 from ledger.db import Database
-from ledger.domain import EVENT_TYPES, UserState
+from ledger.domain import UserState, event_type
 from projections import status as st
 from projections import users_table
 from projections.follower import Follower
@@ -98,7 +98,7 @@ def apply_events(
                 r.position,
                 user_id,
                 r.event.originator_version,
-                EVENT_TYPES.get(type(r.event), type(r.event).__name__),
+                event_type(r.event),
                 str(e),
             )
             break
@@ -250,7 +250,7 @@ class Projector(Follower):
             recorded[0].position,
             event.originator_id,
             event.originator_version,
-            EVENT_TYPES.get(type(event), type(event).__name__),
+            event_type(event),
             message,
         )
 

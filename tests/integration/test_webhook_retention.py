@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 
 from api.http.routers.health import webhook_figures
-from api.integrations.webhooks import signing
 from api.settings import Settings
 from api.webhook_worker import webhooks
 from ledger.application import Ledger
 from ledger.db import Database
-from projections.webhooks import endpoints_table
 from projections.webhooks.outbox import Outbox
 from tests.helpers import MovableClock, rows, wait_until
+from tests.webhook_receiver import add_endpoint
 
 RETENTION = timedelta(days=30)
 
@@ -38,21 +37,6 @@ def outbox(database: Database, ledger: Ledger, clock: MovableClock) -> Iterator[
     running.start()
     yield running
     running.stop()
-
-
-def add_endpoint(database: Database) -> str:
-    values = {
-        "id": "ep_kept",
-        "url": "https://93.184.215.14/hooks",
-        "event_types": ["*"],
-        "description": None,
-        "low_balance_threshold": None,
-        "secret": signing.new_secret(),
-        "created_position": 0,
-    }
-    with database.connect() as conn:
-        conn.execute(endpoints_table.INSERT, values)
-    return str(values["id"])
 
 
 def add_message(database: Database, endpoint_id: str, status: str, event_at: datetime) -> str:
@@ -91,7 +75,7 @@ def by_status(database: Database, now: datetime) -> dict[str, int]:
 def test_messages_done_past_the_retention_are_deleted_with_their_attempts(
     database: Database, clock: MovableClock, outbox: Outbox
 ) -> None:
-    endpoint_id = add_endpoint(database)
+    endpoint_id = add_endpoint(database, "https://93.184.215.14/hooks", id="ep_kept")["id"]
     old_done = [add_message(database, endpoint_id, s, clock()) for s in ["succeeded"] * 3]
     old_done += [add_message(database, endpoint_id, "failed", clock()) for _ in range(2)]
     old_pending = [add_message(database, endpoint_id, "pending", clock()) for _ in range(2)]

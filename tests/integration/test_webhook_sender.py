@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api.integrations.webhooks import schedule, signing
+from api.integrations.webhooks import schedule
 from api.integrations.webhooks.safety import Policy
 from api.integrations.webhooks.sender import Sender
 from ledger import events_table
@@ -19,10 +19,9 @@ from ledger.application import Ledger
 from ledger.commands import RegisterUser
 from ledger.db import Database
 from ledger.domain import Cause
-from projections.webhooks import endpoints_table
 from projections.webhooks.outbox import TRACKING_NAME, Outbox
 from tests.helpers import BackgroundWriter, MovableClock, rows, wait_until
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, add_endpoint
 
 CAUSE = Cause("admin", "key_hooks", "req_hooks", None)
 LOCAL = Policy(allow_http=True, allow_private=True)
@@ -54,24 +53,6 @@ def outbox(database: Database, ledger: Ledger) -> Iterator[Outbox]:
     running.start()
     yield running
     running.stop()
-
-
-def add_endpoint(database: Database, url: str, **fields: Any) -> dict[str, Any]:
-    """An endpoint, as the API stores one (no check of its URL: as if its name
-    resolved elsewhere when it was created)."""
-    values = {
-        "id": f"ep_{len(rows(database, 'SELECT id FROM ledger_webhook_endpoints'))}",
-        "url": url,
-        "event_types": ["*"],
-        "description": None,
-        "low_balance_threshold": None,
-        "secret": signing.new_secret(),
-        "created_position": 0,
-        **fields,
-    }
-    with database.connect() as conn:
-        conn.execute(endpoints_table.INSERT, values)
-    return values
 
 
 def sender(database: Database, clock: MovableClock, **options: Any) -> Sender:

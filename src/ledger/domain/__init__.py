@@ -10,6 +10,7 @@ importable from here for the library to resolve them.
 
 from ledger.domain.allowances import Allowance, Period
 from ledger.domain.balance import Balance
+from ledger.domain.event_types import EVENT_TYPES, event_type
 from ledger.domain.events import UserEvent, fold
 from ledger.domain.grants import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, Grant, Source
 from ledger.domain.holds import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, Hold
@@ -30,7 +31,7 @@ from ledger.domain.rules import (
     check_user_id,
 )
 from ledger.domain.state import FOLD_VERSION, Cause, InvariantViolation, UserState
-from ledger.domain.user import EVENT_TYPES, TIME, User, as_of
+from ledger.domain.user import TIME, User, as_of
 
 __all__ = [
     "DEFAULT_FREE_CHAT_MESSAGES",
@@ -68,5 +69,6 @@ __all__ = [
     "check_plan",
     "check_reason",
     "check_user_id",
+    "event_type",
     "fold",
 ]

@@ -379,34 +379,6 @@ class User(Purchasing, BaseAggregate[str]):
         return super().collect_events()
 
 
-#: The names the API and the event log show, by event class.
-EVENT_TYPES: dict[type[events.UserEvent], str] = {
-    cls: cls.__name__
-    for cls in (
-        User.UserRegistered,
-        User.UserImported,
-        User.PlanChanged,
-        User.CreditsGranted,
-        User.CreditsSpent,
-        User.CreditsExpired,
-        User.ChatMessagesGranted,
-        User.ChatMessagesSpent,
-        User.ChatMessagesExpired,
-        User.AllowanceSet,
-        User.AllowanceRemoved,
-        User.AllowanceGranted,
-        User.HoldPlaced,
-        User.HoldSettled,
-        User.HoldReleased,
-        User.HoldExpired,
-        User.PurchaseCompleted,
-        User.PurchaseRefunded,
-        User.PurchaseDisputed,
-        User.DisputeReinstated,
-    )
-}
-
-
 def as_of(state: UserState, now: datetime) -> UserState:
     """`state` as time has left it at `now` (holds and grants expired,
     allowances granted), nothing recorded: what a read of a past or present

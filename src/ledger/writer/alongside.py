@@ -195,18 +195,15 @@ class ChainLinks:
             if len(gap) > self.LONGEST_GAP:
                 return None
         previous = bytes(head_hash) if head_hash is not None else chain.GENESIS
-        positions, hashes = chain.chained(previous, gap)
-        if hashes:
-            previous = hashes[-1]
-        for position, new, topic, state in zip(
-            written.positions, written.new_events, written.topics, written.states, strict=True
-        ):
-            event = new.event
-            previous = chain.link(
-                previous, position, event.originator_id, event.originator_version, topic, state
-            )
-            positions.append(position)
-            hashes.append(previous)
+        mine = zip(
+            written.positions,
+            [new.event.originator_id for new in written.new_events],
+            [new.event.originator_version for new in written.new_events],
+            written.topics,
+            written.states,
+            strict=True,
+        )
+        positions, hashes = chain.chained(previous, [*gap, *(chain.Stored(*e) for e in mine)])
         return chain.store_statement(positions, hashes)
 
 

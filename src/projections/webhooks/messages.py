@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from ledger.domain import EVENT_TYPES, Balance, UserEvent, UserState
+from ledger.domain import Balance, UserEvent, UserState
+from ledger.domain import event_type as logged_type
 from ledger.times import timestamp
 from projections.views import event_view, user_view
 
@@ -58,7 +59,7 @@ class Message:
 
 
 def event_type(event: UserEvent) -> str:
-    name = EVENT_TYPES.get(type(event), type(event).__name__)
+    name = logged_type(event)
     return MESSAGE_TYPES.get(name, name)
 
 
