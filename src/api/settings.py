@@ -89,5 +89,8 @@ class Settings(BaseSettings):
         "per-request machinery (api.http.direct); off, FastAPI serves every request.",
     )
     gc_threshold: int = Field(
-        20_000, ge=100, description="Allocations between young-generation collections."
+        20_000,
+        ge=100,
+        description="Allocations between young-generation collections (api.collector), "
+        "in the API's and the projector's processes.",
     )

@@ -15,6 +15,7 @@ from multiprocessing.process import BaseProcess
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from api.collector import tune_garbage_collector
 from api.settings import Settings
 from ledger.application import Ledger
 from ledger.clock import clock_from
@@ -46,6 +47,7 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
     ledger = open_when_reachable(database, stop, "projector")
     if ledger is None:
         return
+    tune_garbage_collector(settings.gc_threshold)
     rebuilds = BackgroundRebuilds(database, ledger)
     projector = Projector(
         database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request

@@ -10,6 +10,7 @@ import os
 import threading
 from datetime import timedelta
 
+from api.collector import tune_garbage_collector
 from api.integrations.webhooks.safety import Policy
 from api.integrations.webhooks.sender import Sender
 from api.settings import Settings
@@ -59,6 +60,7 @@ def webhooks_process(url: str, parent: int) -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     _lower_priority(settings.webhooks_nice)
+    tune_garbage_collector(settings.gc_threshold)
     run_webhooks(Database(url), settings, stop_with_parent(parent))
 
 

@@ -321,7 +321,11 @@ class CatchUp(Command):
         if user is None:
             raise UserNotFound(f"no user with id {self.user_id!r}")
         if not user.catch_up(context.now):
-            raise NothingDue(f"nothing is due for {self.user_id!r}")
+            due = user.state.next_due_at
+            raise NothingDue(
+                f"nothing is due for {self.user_id!r}",
+                facts={"next_due_at": None if due is None else due.isoformat()},
+            )
         return user
 
 

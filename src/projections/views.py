@@ -10,7 +10,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from ledger.domain import EVENT_TYPES, Hold, UserEvent, UserState
+from ledger.domain import EVENT_TYPES, Balance, Hold, UserEvent, UserState
+from ledger.domain.grants import next_expiries
 from ledger.times import parse_timestamp, timestamp
 from projections.users import USER_COLUMNS
 
@@ -64,10 +65,22 @@ def event_view(event: UserEvent, position: int) -> dict[str, Any]:
     }
 
 
+_EXPIRING = [(k, f"{k.value}_next_expiry_at", f"{k.value}_next_expiry_amount") for k in Balance]
+
+
 def user_view(state: UserState, position: int) -> dict[str, Any]:
-    """A User: the users table's columns, in its order."""
+    """A User: the users table's columns, in its order. (The balances' next
+    expiries are found in one pass, not once per column: a view is made per
+    command.)"""
+    expiring: dict[str, Any] = {}
+    expiries = next_expiries(state.grants)
+    for kind, at_name, amount_name in _EXPIRING:
+        at, amount = expiries[kind]
+        expiring[at_name] = None if at is None else timestamp(at)
+        expiring[amount_name] = amount
+    expiring["position"] = position
     return {
-        name: position if name == "position" else _shown(getattr(state, name))
+        name: expiring[name] if name in expiring else _shown(getattr(state, name))
         for name in USER_COLUMNS
     }
 

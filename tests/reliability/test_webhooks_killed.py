@@ -26,7 +26,7 @@ KILLS = 8
 ENV = {
     "LEDGER_WEBHOOKS_ALLOW_HTTP": "1",
     "LEDGER_WEBHOOKS_ALLOW_PRIVATE": "1",
-    "LEDGER_WEBHOOKS_TIMEOUT_SECONDS": "1",  # leases of 6 s: a killed sender's come back soon
+    "LEDGER_WEBHOOKS_TIMEOUT_SECONDS": "1",  # leases of 10 s: a killed sender's come back soon
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +9,7 @@ from fastapi import FastAPI
 
 from api import console
 from api.bootstrap import Services, build_services, resolve_database
+from api.collector import tune_garbage_collector
 from api.http import openapi, problems
 from api.http.direct import DirectRoutes
 from api.http.middleware import Edge
@@ -50,7 +50,7 @@ ROUTERS = (users, holds, grants, trust, events, projections, stripe, webhooks, h
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _tune_garbage_collector(services.settings.gc_threshold)
+        tune_garbage_collector(services.settings.gc_threshold)
         await services.start()
         try:
             yield
@@ -75,16 +75,6 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(Edge, keyring=services.keyring, direct=direct)
     openapi.document(app)
     return app
-
-
-def _tune_garbage_collector(threshold: int) -> None:
-    """Every request allocates thousands of short-lived objects; with CPython's
-    default threshold (700) the collector runs every few requests and shows in
-    the tail latency. Objects made at start-up never die: freeze them out of
-    its way. https://docs.python.org/3/library/gc.html#gc.freeze"""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(threshold, 20, 100)
 
 
 def app_from_env() -> FastAPI:

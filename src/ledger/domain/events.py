@@ -39,6 +39,9 @@ TOPIC_PREFIX = "ledger.domain:User"
 #: reach in the fold's inner loop).
 _BALANCES = tuple(Balance)
 _COLUMNS = tuple((kind, kind.value, kind.held) for kind in _BALANCES)
+#: Two balances: the fold sums each without a dictionary (one is credits).
+_CREDITS = Balance.CREDITS
+assert _BALANCES == (Balance.CREDITS, Balance.CHAT_MESSAGES)
 
 
 class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
@@ -93,7 +96,8 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
 
     def _next(self, state: UserState, **changes: Any) -> UserState:
         """`state` as this event leaves it: at its version and time, changed."""
-        return state._replace(version=self.originator_version, updated_at=self.timestamp, **changes)
+        changes["version"], changes["updated_at"] = self.originator_version, self.timestamp
+        return state.changed(changes)
 
     def _settled(
         self, before: UserState, granted: Balance | None = None, /, **changes: Any
@@ -102,25 +106,29 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
         at its version and time, its available and held amounts summed from its
         grants and holds. A balance that was NULL (imported from before the
         credit columns) stays NULL until a grant of it (`granted`)."""
-        values = dict.fromkeys(_BALANCES, 0)
-        holding = dict.fromkeys(_BALANCES, 0)
+        credits = messages = credits_held = messages_held = 0
         for g in changes.get("grants", before.grants):
-            values[g.balance] += g.remaining
+            if g.balance is _CREDITS:
+                credits += g.remaining
+            else:
+                messages += g.remaining
         for h in changes.get("holds", before.holds):
             if h.is_open:
-                holding[h.balance] += h.amount
+                if h.balance is _CREDITS:
+                    credits_held += h.amount
+                else:
+                    messages_held += h.amount
         for kind, available, held_name in _COLUMNS:
-            value: int | None = values[kind]
-            held = holding[kind]
+            value: int | None
+            value, held = (credits, credits_held) if kind is _CREDITS else (messages, messages_held)
             if not value and kind is not granted and getattr(before, available) is None:
                 value = None
             if (value or 0) + held > MAX_BALANCE:
                 raise self._violation(f"takes {available} past {MAX_BALANCE:,}")
             changes[available] = value
             changes[held_name] = held
-        return before._replace(
-            version=self.originator_version, updated_at=self.timestamp, **changes
-        )
+        changes["version"], changes["updated_at"] = self.originator_version, self.timestamp
+        return before.changed(changes)
 
     def _violation(self, what: str) -> InvariantViolation:
         return InvariantViolation(

@@ -24,6 +24,7 @@ from typing import NamedTuple
 from ledger.domain.balance import Balance
 
 DEFAULT_PRIORITY = 50
+_BALANCES = tuple(Balance)
 MIN_PRIORITY = 0
 MAX_PRIORITY = 100
 
@@ -102,20 +103,28 @@ def available(grants: Iterable[Grant], balance: Balance, now: datetime) -> int:
 
 
 def draw(grants: Iterable[Grant], balance: Balance, amount: int, now: datetime) -> list[Part]:
-    """Which grants `amount` comes from, in the consumption order; assumes the
-    caller checked that enough is available."""
+    """Which grants `amount` comes from, in the consumption order; ValueError
+    if they hold less. (Every spend and hold draws: one pass over the grants,
+    and a sort only when the first grant in the order is not enough.)"""
+    usable = [
+        g
+        for g in grants
+        if g.balance is balance and g.remaining > 0 and (g.expires_at is None or g.expires_at > now)
+    ]
+    if not usable:
+        raise ValueError(f"{amount} is more than the grants hold")
+    first = min(usable, key=order)
+    if first.remaining >= amount:
+        return [(first.id, amount)]
     parts: list[Part] = []
     left = amount
-    usable = (g for g in grants if g.balance is balance and g.usable(now))
     for grant in sorted(usable, key=order):
-        if left == 0:
-            break
         take = min(grant.remaining, left)
         parts.append((grant.id, take))
         left -= take
-    if left:
-        raise ValueError(f"{amount} is more than the grants hold")
-    return parts
+        if left == 0:
+            return parts
+    raise ValueError(f"{amount} is more than the grants hold")
 
 
 def draw_held(
@@ -140,18 +149,24 @@ def _changed(grants: tuple[Grant, ...], changes: dict[str, Grant]) -> tuple[Gran
 
 
 def take(grants: tuple[Grant, ...], parts: Sequence[Part], *, hold: bool) -> tuple[Grant, ...]:
-    """Take `parts` from the grants' remainders: into `held` (a hold) or `spent`."""
-    by_id = {g.id: g for g in grants}
-    changes: dict[str, Grant] = {}
+    """Take `parts` from the grants' remainders: into `held` (a hold) or `spent`.
+    (Each part's grant found by its place and replaced there: most spends and
+    holds take from one grant.)"""
+    ids = [g.id for g in grants]
+    changed = list(grants)
     for grant_id_, amount in parts:
-        g = changes.get(grant_id_) or by_id[grant_id_]
+        try:
+            place = ids.index(grant_id_)
+        except ValueError:
+            raise ValueError(f"no grant {grant_id_}") from None
+        g = changed[place]
         if not 0 < amount <= g.remaining:
             raise ValueError(f"cannot take {amount} from {grant_id_}, which has {g.remaining}")
         if hold:
-            changes[grant_id_] = g._replace(remaining=g.remaining - amount, held=g.held + amount)
+            changed[place] = g._replace(remaining=g.remaining - amount, held=g.held + amount)
         else:
-            changes[grant_id_] = g._replace(remaining=g.remaining - amount, spent=g.spent + amount)
-    return _changed(grants, changes)
+            changed[place] = g._replace(remaining=g.remaining - amount, spent=g.spent + amount)
+    return tuple(changed)
 
 
 def spend_held(grants: tuple[Grant, ...], parts: Sequence[Part]) -> tuple[Grant, ...]:
@@ -249,6 +264,23 @@ def expire(
     expires_at = moment if g.expires_at is None or g.expires_at > moment else g.expires_at
     expired = g._replace(remaining=0, expired=g.expired + amount, expires_at=expires_at)
     return _changed(grants, {g.id: expired})
+
+
+def next_expiries(
+    grants: Iterable[Grant],
+) -> dict[Balance, tuple[datetime | None, int | None]]:
+    """`next_expiry` of every balance, in one pass."""
+    soonest: dict[Balance, datetime] = {}
+    amounts: dict[Balance, int] = {}
+    for g in grants:
+        if not g.remaining or g.expires_at is None:
+            continue
+        at = soonest.get(g.balance)
+        if at is None or g.expires_at < at:
+            soonest[g.balance], amounts[g.balance] = g.expires_at, g.remaining
+        elif g.expires_at == at:
+            amounts[g.balance] += g.remaining
+    return {kind: (soonest.get(kind), amounts.get(kind)) for kind in _BALANCES}
 
 
 def next_expiry(grants: Iterable[Grant], balance: Balance) -> tuple[datetime | None, int | None]:

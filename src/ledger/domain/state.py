@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ledger.domain.allowances import Allowance
 from ledger.domain.balance import Balance
@@ -57,7 +57,7 @@ class UserState(NamedTuple):
     that whoever applies an event can see how it left it. The totals count
     every grant (opening balances apart), spend and expiry ever recorded. The
     purchases are every one the user made, with their refunds and disputes.
-    (A named tuple: the fold makes one per event, and `_replace` is cheap.)"""
+    (A named tuple: the fold makes one per event, with `changed`.)"""
 
     id: str
     level: str
@@ -78,6 +78,13 @@ class UserState(NamedTuple):
     holds: tuple[Hold, ...] = ()
     allowances: tuple[Allowance, ...] = ()
     purchases: tuple[Purchase, ...] = ()
+
+    def changed(self, changes: dict[str, Any]) -> UserState:
+        """`_replace`, in half its time: the fold makes one per event."""
+        values = list(self)
+        for name, value in changes.items():
+            values[_PLACES[name]] = value
+        return tuple.__new__(UserState, values)
 
     # -- by balance ---------------------------------------------------------
 
@@ -116,12 +123,13 @@ class UserState(NamedTuple):
         """Without the grants used up or expired (but those a dispute may give
         back to) and the holds closed (by the event before): what the next
         event starts from. (One pass over each; lists, quicker to build than
-        from generators, as every event of the fold starts here.)"""
-        grants = tuple([g for g in self.grants if g.kept])
+        from generators, and Grant.kept written out, as every event of the
+        fold starts here.)"""
+        grants = tuple([g for g in self.grants if g.remaining or g.held or g.clawed_back > 0])
         holds = tuple([h for h in self.holds if h.is_open])
         if len(grants) == len(self.grants) and len(holds) == len(self.holds):
             return self
-        return self._replace(grants=grants, holds=holds)
+        return self.changed({"grants": grants, "holds": holds})
 
     # -- what the users table shows besides ------------------------------------
 
@@ -150,3 +158,7 @@ class UserState(NamedTuple):
         moments += [g.expires_at for g in self.grants if g.remaining and g.expires_at]
         moments += [a.period_end or a.anchor for a in self.allowances]
         return min(moments, default=None)
+
+
+#: Each field's place in a UserState.
+_PLACES = {name: place for place, name in enumerate(UserState._fields)}

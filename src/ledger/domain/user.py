@@ -201,9 +201,10 @@ class User(Purchasing, BaseAggregate[str]):
         )
 
     def _draw(self, balance: Balance, amount: int, now: datetime, verb: str) -> list[lots.Part]:
-        if amount > lots.available(self.state.grants, balance, now):
-            raise insufficient(self.state, balance, amount, now, verb)
-        return lots.draw(self.state.grants, balance, amount, now)
+        try:
+            return lots.draw(self.state.grants, balance, amount, now)
+        except ValueError:
+            raise insufficient(self.state, balance, amount, now, verb) from None
 
     def change_plan(
         self, level: str, renewal_period: str | None, cause: Cause, now: datetime

@@ -63,6 +63,10 @@ def event_type(event: UserEvent) -> str:
     return MESSAGE_TYPES.get(name, name)
 
 
+#: (A tuple: iterating over the enum itself costs more, once per event.)
+_BALANCES = tuple(Balance)
+
+
 def messages_of(
     event: UserEvent, before: UserState | None, after: UserState, threshold: int | None
 ) -> list[Message]:
@@ -70,7 +74,7 @@ def messages_of(
     found = [Message(event_type(event))]
     if before is None:
         return found
-    for kind in Balance:
+    for kind in _BALANCES:
         was, now = before.balance(kind), after.balance(kind)
         if was is None or now is None:
             continue

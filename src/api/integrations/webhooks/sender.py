@@ -94,9 +94,10 @@ class Sender:
         self.per_endpoint = per_endpoint
         self.concurrency = concurrency
         self.timeout = timeout
-        # Longer than a message can wait in hand (one attempt ahead of it) and
-        # then take: a lease runs out only for a sender gone.
-        self.lease = timedelta(seconds=max(lease_seconds or 0.0, 2 * timeout + 5))
+        # Longer than a message can wait in hand (the attempts leased ahead of
+        # it in its slot) and then take: a lease runs out only for a sender
+        # gone (whose messages then wait that long to be sent again).
+        self.lease = timedelta(seconds=max(lease_seconds or 0.0, (_AHEAD + 1) * timeout + 5))
         self.poll_interval = poll_interval
         self.jitter = jitter
         self.owner = uuid.uuid4().hex
