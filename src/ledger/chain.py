@@ -47,14 +47,6 @@ DEFINITION = Table.of(TABLE, CREATE_TABLE)
 
 HEAD = f"SELECT position, hash FROM {TABLE} ORDER BY position DESC LIMIT 1"
 
-#: The chain's head (position, hash) and the events table's (position), under
-#: the lock: equal when every event is chained.
-HEADS = (
-    f"SELECT (SELECT position FROM {TABLE} ORDER BY position DESC LIMIT 1), "
-    f"(SELECT hash FROM {TABLE} ORDER BY position DESC LIMIT 1), "
-    f"(SELECT max(notification_id) FROM {events_table.TABLE})"
-)
-
 #: The chain's head, and the events after it and before a position (at most a
 #: number of them): what a batch must chain before its own events.
 HEAD_AND_GAP = f"""
@@ -75,13 +67,16 @@ STORE = f"INSERT INTO {TABLE} (position, hash) SELECT * FROM unnest(%b::bigint[]
 
 
 def store_statement(positions: Sequence[int], hashes: Sequence[bytes]) -> str:
-    """STORE with its values written in (integers and hex: nothing to quote),
-    for a round trip that carries other statements too."""
-    rows = ",".join(
-        f"({int(position)},E'\\\\x{digest.hex()}'::bytea)"
-        for position, digest in zip(positions, hashes, strict=True)
+    """STORE with its values written in, as array literals (integers and hex:
+    nothing to quote), for a round trip that carries other statements too."""
+    numbers = ",".join(str(int(position)) for position in positions)
+    digests = ",".join(f'"\\\\x{digest.hex()}"' for digest in hashes)
+    if len(positions) != len(hashes):
+        raise ValueError("a position for each hash")
+    return (
+        f"INSERT INTO {TABLE} (position, hash) "
+        f"SELECT * FROM unnest('{{{numbers}}}'::bigint[], '{{{digests}}}'::bytea[])"
     )
-    return f"INSERT INTO {TABLE} (position, hash) VALUES {rows}"
 
 
 #: Events not chained yet, oldest first.

@@ -35,6 +35,7 @@ from ledger.commands import CatchUp
 from ledger.db import Database, advisory_key
 from ledger.domain import TIME, UserEvent, UserState
 from ledger.errors import NothingDue
+from ledger.writer.batch import Accepted
 from ledger.writer.threaded import ThreadedWriter
 from projections.follower import Follower
 from projections.users_table import LIVE_SCHEMA, TABLE_NAME
@@ -57,6 +58,10 @@ REACHED = (
     "JOIN unnest(%s::text[], %s::bigint[]) a(id, position) "
     "ON a.id = u.id AND u.position >= a.position"
 )
+
+#: Catch-ups per transaction at most: the events table's lock is held for
+#: about as long as a batch of the API's commands holds it.
+_MOST_PER_TRANSACTION = 100
 
 #: Past this many users awaited, the oldest are forgotten (a row that never
 #: changes, say): each costs one more look at most.
@@ -91,7 +96,12 @@ class ExpiryWorker(Follower):
     def on_lead(self, conn: psycopg.Connection[Any]) -> bool:
         if self._writer is None:
             self._writer = ThreadedWriter(
-                self.ledger, self.database, _present, clock=self.clock, cache_size=10_000
+                self.ledger,
+                self.database,
+                _present,
+                clock=self.clock,
+                cache_size=10_000,
+                max_batch=_MOST_PER_TRANSACTION,
             )
         return True
 
@@ -124,10 +134,16 @@ class ExpiryWorker(Follower):
         if not due:
             self._forget_reached(conn)
             return False
-        results = self._writer.execute_together(
-            [(CatchUp(user_id), TIME) for user_id, _ in due], timeout=None
-        )
-        for (user_id, position), result in zip(due, results, strict=True):
+        # Submitted one by one, as requests are: the writer reads the users it
+        # does not hold ahead of its batches (not under the lock) and commits
+        # them in batches of its own size, so that the API's commands wait for
+        # the lock no longer than behind one of those.
+        futures = [self._writer.submit(CatchUp(user_id), TIME) for user_id, _ in due]
+        for (user_id, position), future in zip(due, futures, strict=True):
+            try:
+                result: Accepted | Exception = future.result()
+            except Exception as e:
+                result = e
             if isinstance(result, NothingDue):
                 self.looked_in_vain += 1
                 next_at = (result.facts or {}).get("next_due_at")

@@ -176,8 +176,8 @@ class ChainLinks:
     #: The longest stretch of unchained events a batch chains before its own.
     LONGEST_GAP = 1000
 
-    #: The chain's head and the events table's, read as the lock is taken.
-    at_lock: str | None = chain.HEADS
+    #: The chain's head, read as the lock is taken.
+    at_lock: str | None = chain.HEAD
 
     async def write(
         self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
@@ -185,10 +185,14 @@ class ChainLinks:
         """The links' rows, sent with the COMMIT (one round trip less under the lock)."""
         if not written.positions:
             return None
-        ((chained_to, head_hash, events_to),) = found
+        chained_to, head_hash = found[0] if found else (0, None)
+        first = written.positions[0]
         gap: list[chain.Stored] = []
-        if events_to is not None and events_to != chained_to:  # rarely: chain those first
-            first = written.positions[0]
+        # Under the lock no one else inserts, so this batch's events follow every
+        # event recorded: only if its first position does not follow the chain's
+        # head can events be unchained before it (recorded by another path), or
+        # positions skipped (a rolled-back insert). Rarely: chain those first.
+        if first != chained_to + 1:
             cursor = await conn.execute(chain.HEAD_AND_GAP, (first, self.LONGEST_GAP + 1))
             rows = await cursor.fetchall()
             gap = chain.stored([row[2:] for row in rows if row[2] is not None])
