@@ -276,6 +276,7 @@ def _rounds_two(result: dict[str, Any]) -> list[Row]:
                 _met(None if rate is None else rate >= 20_000),
             )
         )
+    table += _webhooks(result.get("webhooks") or {})
     verify = result.get("verify")
     if verify:
         rate = verify.get("events_per_second")
@@ -287,6 +288,43 @@ def _rounds_two(result: dict[str, Any]) -> list[Row]:
                 "",
                 ">= 100,000/s",
                 _met(None if rate is None else rate >= 100_000),
+            )
+        )
+    return table
+
+
+def _webhooks(hooks: dict[str, Any]) -> list[Row]:
+    """Spends with three endpoints beside none; delivery lag, commit to receipt."""
+    table: list[Row] = []
+    ratio = hooks.get("ratio")
+    if ratio is not None:
+        table.append(
+            Row(
+                "spends/s with three webhook endpoints, vs none",
+                _num(_get(hooks, "spends_with_three_endpoints", "spends_per_second")),
+                _num(_get(hooks, "spends_without_endpoints", "spends_per_second")),
+                f"{ratio:.2f}x",
+                ">= 0.9x",
+                _met(ratio >= 0.9),
+            )
+        )
+    for key, rate, goal in (
+        ("lag_at_1000_per_second", "1,000", 250.0),
+        ("lag_at_200_per_second", "200", None),
+    ):
+        lag = hooks.get(key)
+        if not lag:
+            continue
+        p99 = lag.get("delivery_lag_p99_ms")
+        table.append(
+            Row(
+                f"webhook delivery lag p50 / p99 at {rate} commands/s",
+                f"{_num(lag.get('delivery_lag_p50_ms'))} / {_num(p99)} ms",
+                f"{_num(lag.get('achieved_rate'))}/s achieved, "
+                f"{_num(lag.get('never_delivered'))} never delivered",
+                "",
+                "" if goal is None else f"p99 <= {goal:.0f} ms",
+                "" if goal is None else _met(None if p99 is None else p99 <= goal),
             )
         )
     return table

@@ -12,10 +12,13 @@ however often the worker, a standby that takes over, or a command meets it
 The users table is behind the writer by the projector's lag: a user the worker
 has just caught up still reads as due until the projector applies what was
 recorded. So the worker remembers the position each user's row must reach
-before it is looked at again (the position it recorded at, or, for a row that
-says a user is due when nothing is, a table behind or edited by hand, one past
-the row's own), unless the user's next instant, as the writer saw it, comes
-first. A stale row costs one look, not a loop.
+before it is looked at again: the position it recorded at (known reached once
+the projector's own position has passed it), or, for a row that says a user is
+due when nothing is (a table behind, or edited by hand), a change of the row,
+unless the user's next instant as the writer saw it comes first. A stale row
+costs one look, not a loop. The users passed over are filtered out of the
+rows the query returns (it asks for as many more), not by the query itself:
+PostgreSQL would compare every due row with the list.
 
 One worker is active per database (projections.follower), in the process that
 projects; others stand by.
@@ -37,35 +40,30 @@ from ledger.domain import TIME, UserEvent, UserState
 from ledger.errors import NothingDue
 from ledger.writer.batch import Accepted
 from ledger.writer.threaded import ThreadedWriter
+from projections import status as st
 from projections.follower import Follower
+from projections.users import UsersProjection
 from projections.users_table import LIVE_SCHEMA, TABLE_NAME
 
 log = logging.getLogger(__name__)
 
-#: Users due, except those whose rows have not reached the position awaited
-#: before their next instant as the writer saw it.
+#: Users due, soonest first: as many as the worker may pass over, and a batch.
 DUE = (
-    f"SELECT u.id, u.position FROM {LIVE_SCHEMA}.{TABLE_NAME} u WHERE u.next_due_at <= %(now)s "
-    "AND NOT EXISTS (SELECT FROM unnest(%(ids)s::text[], %(positions)s::bigint[], "
-    "%(due)s::timestamptz[]) a(id, position, due) WHERE a.id = u.id "
-    "AND u.position < a.position AND (a.due IS NULL OR a.due > %(now)s)) "
-    "ORDER BY u.next_due_at LIMIT %(limit)s"
-)
-
-#: Of the awaited users, those whose rows have reached the position awaited.
-REACHED = (
-    f"SELECT u.id FROM {LIVE_SCHEMA}.{TABLE_NAME} u "
-    "JOIN unnest(%s::text[], %s::bigint[]) a(id, position) "
-    "ON a.id = u.id AND u.position >= a.position"
+    f"SELECT id, position, next_due_at FROM {LIVE_SCHEMA}.{TABLE_NAME} "
+    "WHERE next_due_at <= %s ORDER BY next_due_at LIMIT %s"
 )
 
 #: Catch-ups per transaction at most: the events table's lock is held for
 #: about as long as a batch of the API's commands holds it.
 _MOST_PER_TRANSACTION = 100
 
-#: Past this many users awaited, the oldest are forgotten (a row that never
-#: changes, say): each costs one more look at most.
-_AWAITED = 20_000
+#: Users recorded for and not yet projected, at most: past this, the worker
+#: waits for the projector.
+_RECORDED = 10_000
+
+#: Past this many users passed over, the oldest are forgotten (a row that
+#: never changes, say): each costs one more look at most.
+_PASSED_OVER = 10_000
 
 
 class ExpiryWorker(Follower):
@@ -90,8 +88,12 @@ class ExpiryWorker(Follower):
         self.recorded = 0
         self._writer: ThreadedWriter | None = None
         self.looked_in_vain = 0  # users woken with nothing due
-        # user id -> (the position its row must reach, its next instant)
-        self._awaited: dict[str, tuple[int, datetime | None]] = {}
+        # Caught up, until the projector has applied it: user id -> (the
+        # position recorded at, the user's next instant as the writer saw it).
+        self._recorded: dict[str, tuple[int, datetime | None]] = {}
+        # Woken in vain: user id -> (its row's position then, its next instant).
+        self._passed_over: dict[str, tuple[int, datetime | None]] = {}
+        self._projection = UsersProjection()
 
     def on_lead(self, conn: psycopg.Connection[Any]) -> bool:
         if self._writer is None:
@@ -113,26 +115,22 @@ class ExpiryWorker(Follower):
 
     def work(self, conn: psycopg.Connection[Any]) -> bool:
         assert self._writer is not None
-        if len(self._awaited) >= _AWAITED:
-            self._forget_reached(conn)
-            self._forget_oldest(_AWAITED // 2)
+        now = self.clock()
+        projected = st.read_position(conn, self._projection.name, lock=False)
+        self._recorded = {u: r for u, r in self._recorded.items() if r[0] > projected}
+        if len(self._recorded) >= _RECORDED:
+            return False  # the projector is far behind: its table would only mislead
+        limit = self.batch_size + len(self._recorded) + len(self._passed_over)
         try:
-            awaited = self._awaited.values()
-            rows = conn.execute(
-                DUE,
-                {
-                    "now": self.clock(),
-                    "ids": list(self._awaited),
-                    "positions": [position for position, _ in awaited],
-                    "due": [due for _, due in awaited],
-                    "limit": self.batch_size,
-                },
-            ).fetchall()
+            rows = conn.execute(DUE, (now, limit)).fetchall()
         except psycopg.errors.UndefinedColumn:
             return False  # a users table of the previous release, until its rebuild
-        due = [(str(u), int(p)) for u, p in rows]
+        due = [
+            (user_id, position)
+            for user_id, position in ((str(u), int(p)) for u, p, _ in rows)
+            if self._to_wake(user_id, position, now)
+        ][: self.batch_size]
         if not due:
-            self._forget_reached(conn)
             return False
         # Submitted one by one, as requests are: the writer reads the users it
         # does not hold ahead of its batches (not under the lock) and commits
@@ -147,29 +145,37 @@ class ExpiryWorker(Follower):
             if isinstance(result, NothingDue):
                 self.looked_in_vain += 1
                 next_at = (result.facts or {}).get("next_due_at")
-                self._awaited[user_id] = (
-                    position + 1,
-                    None if next_at is None else datetime.fromisoformat(next_at),
+                self._pass_over(
+                    user_id, position, None if next_at is None else datetime.fromisoformat(next_at)
                 )
             elif isinstance(result, Exception):
                 log.warning("what time brings %r could not be recorded: %s", user_id, result)
             else:
                 self.recorded += 1
-                self._awaited[user_id] = (result.body["position"], result.body["next_due_at"])
-        return len(rows) == self.batch_size
+                self._recorded[user_id] = (result.body["position"], result.body["next_due_at"])
+        return len(due) == self.batch_size
 
-    def _forget_reached(self, conn: psycopg.Connection[Any]) -> None:
-        """Stop awaiting the users whose rows have reached the position awaited."""
-        if not self._awaited:
-            return
-        positions = [position for position, _ in self._awaited.values()]
-        rows = conn.execute(REACHED, (list(self._awaited), positions)).fetchall()
-        for (user_id,) in rows:
-            del self._awaited[str(user_id)]
+    def _to_wake(self, user_id: str, position: int, now: datetime) -> bool:
+        """Whether a user its row says is due is woken: not while the row is
+        behind what the worker recorded for it, nor, for a user woken in vain,
+        until the row changes or the user's next instant comes."""
+        recorded = self._recorded.get(user_id)
+        if recorded is not None and (recorded[1] is None or recorded[1] > now):
+            return False
+        passed = self._passed_over.get(user_id)
+        if passed is None:
+            return True
+        row_position, next_at = passed
+        if position == row_position and (next_at is None or next_at > now):
+            return False
+        del self._passed_over[user_id]
+        return True
 
-    def _forget_oldest(self, keep: int) -> None:
-        for user_id in list(self._awaited)[: max(0, len(self._awaited) - keep)]:
-            del self._awaited[user_id]
+    def _pass_over(self, user_id: str, position: int, next_at: datetime | None) -> None:
+        if len(self._passed_over) >= _PASSED_OVER:
+            for oldest in list(self._passed_over)[: _PASSED_OVER // 2]:
+                del self._passed_over[oldest]
+        self._passed_over[user_id] = (position, next_at)
 
 
 def _present(event: UserEvent, state: UserState, position: int) -> dict[str, Any]:
