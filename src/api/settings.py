@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         16, ge=1, le=100, description="Deliveries in flight to one endpoint at a time."
     )
     webhooks_nice: int = Field(
-        10,
+        5,
         ge=0,
         le=19,
         description="How much lower the webhooks process's CPU priority is (its nice value): "
