@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from api.collector import tune_garbage_collector
 from bench.databases import Server
 from ledger.application import Ledger
@@ -97,14 +99,27 @@ async def _spends_per_second(
         ledger.close()
 
 
+def _settle(database: Database, *, vacuum: bool = False) -> None:
+    """Before a measurement: what the last one left for PostgreSQL to do in
+    the background (a checkpoint's writes, autovacuum after the histories were
+    recorded) done now, so that it lands in neither side's measurement."""
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        if vacuum:
+            conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+
+
 def _pairs(
     baseline: tuple[Database, Sequence[str], Sequence[Part]],
     scenario: tuple[Database, Sequence[str], Sequence[Part]],
     seconds: float,
 ) -> dict[str, Any]:
     runs: dict[str, list[float]] = {"baseline": [], "scenario": []}
+    for database, _, _ in (baseline, scenario):
+        _settle(database, vacuum=True)
     for _ in range(3):
         for name, (database, users, parts) in (("baseline", baseline), ("scenario", scenario)):
+            _settle(database)
             runs[name].append(asyncio.run(_spends_per_second(database, users, parts, seconds)))
     base, scen = statistics.median(runs["baseline"]), statistics.median(runs["scenario"])
     return {
@@ -164,6 +179,7 @@ def expiry(server: Server, grants: int = 100_000, users: int = 10_000) -> dict[s
         worker = ExpiryWorker(database, ledger, clock=clock, poll_interval=0.05)
         try:
             _until_projected(database)
+            _settle(database, vacuum=True)
             worker.start()
             clock.advance(3601)
             started = time.monotonic()
