@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: Users due, soonest first: as many as the worker may pass over, and a batch.
 DUE = (
-    f"SELECT id, position, next_due_at FROM {LIVE_SCHEMA}.{TABLE_NAME} "
+    f"SELECT id, position FROM {LIVE_SCHEMA}.{TABLE_NAME} "
     "WHERE next_due_at <= %s ORDER BY next_due_at LIMIT %s"
 )
 
@@ -127,7 +127,7 @@ class ExpiryWorker(Follower):
             return False  # a users table of the previous release, until its rebuild
         due = [
             (user_id, position)
-            for user_id, position in ((str(u), int(p)) for u, p, _ in rows)
+            for user_id, position in ((str(u), int(p)) for u, p in rows)
             if self._to_wake(user_id, position, now)
         ][: self.batch_size]
         if not due:
