@@ -3,7 +3,9 @@
 - the hash chain: spends/s with the chain's links written alongside, beside the
   same writer without them;
 - grants: spends/s for users with 20 active grants each, beside users with one;
-- expiry: grants expired per second by the expiry worker, 100,000 at one instant.
+- expiry: grants expired per second by the expiry worker, 100,000 at one
+  instant, with the projector in a process of its own (as `ledger serve` runs
+  them).
 
 Spends come from 64 concurrent submitters on one event loop, as 64 HTTP
 connections would hand them to the writer; each number is the median of three
@@ -13,8 +15,10 @@ measurements of `seconds` each, baseline and scenario alternating.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import statistics
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -173,9 +177,13 @@ def expiry(server: Server, grants: int = 100_000, users: int = 10_000) -> dict[s
                 writer.execute_together(commands[start : start + 5000], timeout=None)
         finally:
             writer.stop()
-        tune_garbage_collector()  # as the projector's process does
-        projector = Projector(database, ledger, poll_interval=0.05)
+        # As `ledger serve` runs them: the projector and the worker in
+        # processes of their own (here, the worker in this one).
+        projector = multiprocessing.get_context("spawn").Process(
+            target=_project, args=(database.url,), name="bench-projector", daemon=True
+        )
         projector.start()
+        tune_garbage_collector()  # as the worker's process does
         worker = ExpiryWorker(database, ledger, clock=clock, poll_interval=0.05)
         try:
             _until_projected(database)
@@ -192,7 +200,8 @@ def expiry(server: Server, grants: int = 100_000, users: int = 10_000) -> dict[s
             seconds = time.monotonic() - started
         finally:
             worker.stop()
-            projector.stop()
+            projector.terminate()
+            projector.join()
             ledger.close()
         return {
             "grants": users * each,
@@ -200,6 +209,15 @@ def expiry(server: Server, grants: int = 100_000, users: int = 10_000) -> dict[s
             "seconds": round(seconds, 2),
             "grants_per_second": round(users * each / seconds),
         }
+
+
+def _project(url: str) -> None:
+    """The projector's process, until it is terminated."""
+    database = Database(url)
+    projector = Projector(database, Ledger.open(database), poll_interval=0.05)
+    tune_garbage_collector()
+    projector.start()
+    threading.Event().wait()
 
 
 class _Clock:

@@ -41,9 +41,9 @@ def open_when_reachable(database: Database, stop: threading.Event, who: str) -> 
 
 
 def run_projector(database: Database, settings: Settings, stop: threading.Event) -> None:
-    """Lead (or stand by as) the users projector, the expiry worker and the
-    chain's sealer, and run the rebuilds the projector is asked for, until
-    `stop` is set. Waits for PostgreSQL if it is away."""
+    """Lead (or stand by as) the users projector, the expiry worker (in a
+    child process) and the chain's sealer, and run the rebuilds the projector
+    is asked for, until `stop` is set. Waits for PostgreSQL if it is away."""
     ledger = open_when_reachable(database, stop, "projector")
     if ledger is None:
         return
@@ -52,10 +52,11 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
     projector = Projector(
         database, ledger, batch_size=settings.projector_batch_size, start_rebuild=rebuilds.request
     )
-    expiry = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
+    # The expiry worker and the webhooks in processes of their own: sharing
+    # this one's interpreter, they would wait on the projector's batches for
+    # the GIL (a mass expiry makes both the worker's and the projector's work).
+    expiry = ChildProcess(database.url, expiry_process, "ledger-expiry")
     sealer = ChainSealer(database, ledger)
-    # Webhooks in a process of their own: sharing this one's interpreter, the
-    # sender's event loop would wait on the projector's batches for the GIL.
     hooks = webhooks_child(database.url) if settings.webhooks else None
     projector.start()
     expiry.start()
@@ -71,6 +72,26 @@ def run_projector(database: Database, settings: Settings, stop: threading.Event)
         expiry.stop()
         projector.stop()
         rebuilds.join(timeout=5)
+        ledger.close()
+
+
+def expiry_process(url: str, parent: int) -> None:
+    """The expiry worker's process, a child of the projector's: it leads (or
+    stands by) until it is stopped or its parent is gone (even by kill -9)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    stop = stop_with_parent(parent)
+    database = Database(url)
+    ledger = open_when_reachable(database, stop, "expiry worker")
+    if ledger is None:
+        return
+    tune_garbage_collector(settings.gc_threshold)
+    worker = ExpiryWorker(database, ledger, clock=clock_from(settings.clock_offset_file))
+    worker.start()
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
         ledger.close()
 
 
