@@ -69,10 +69,10 @@ STORE = f"INSERT INTO {TABLE} (position, hash) SELECT * FROM unnest(%b::bigint[]
 def store_statement(positions: Sequence[int], hashes: Sequence[bytes]) -> str:
     """STORE with its values written in, as array literals (integers and hex:
     nothing to quote), for a round trip that carries other statements too."""
-    numbers = ",".join(str(int(position)) for position in positions)
-    digests = ",".join(f'"\\\\x{digest.hex()}"' for digest in hashes)
     if len(positions) != len(hashes):
         raise ValueError("a position for each hash")
+    numbers = ",".join(str(int(position)) for position in positions)
+    digests = ",".join(f'"\\\\x{digest.hex()}"' for digest in hashes)
     return (
         f"INSERT INTO {TABLE} (position, hash) "
         f"SELECT * FROM unnest('{{{numbers}}}'::bigint[], '{{{digests}}}'::bytea[])"

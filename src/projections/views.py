@@ -10,7 +10,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from ledger.domain import EVENT_TYPES, Balance, Hold, UserEvent, UserState
+from ledger.domain import EVENT_TYPES, Hold, UserEvent, UserState
+from ledger.domain.balance import BALANCES
 from ledger.domain.grants import next_expiries
 from ledger.times import parse_timestamp, timestamp
 from projections.users import USER_COLUMNS
@@ -65,7 +66,7 @@ def event_view(event: UserEvent, position: int) -> dict[str, Any]:
     }
 
 
-_EXPIRING = [(k, f"{k.value}_next_expiry_at", f"{k.value}_next_expiry_amount") for k in Balance]
+_EXPIRING = [(kind, *kind.next_expiry) for kind in BALANCES]
 
 
 def user_view(state: UserState, position: int) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class Balance(StrEnum):
         return _BY_SEGMENT[segment]
 
 
+#: The balances, in order: a tuple, since iterating over the enum itself costs
+#: more, and the fold and the outbox do it for every event.
+BALANCES = tuple(Balance)
+
 _SEGMENTS = {Balance.CREDITS: "credits", Balance.CHAT_MESSAGES: "chat-messages"}
 _BY_SEGMENT = {segment: balance for balance, segment in _SEGMENTS.items()}
 _TOTALS = {

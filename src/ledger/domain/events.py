@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate, MetaDomainEvent
 
-from ledger.domain.balance import Balance
+from ledger.domain.balance import BALANCES, Balance
 from ledger.domain.grants import Grant, Part, Source, grant_id
 from ledger.domain.rules import (
     DEFAULT_FREE_CHAT_MESSAGES,
@@ -37,11 +37,10 @@ TOPIC_PREFIX = "ledger.domain:User"
 #: The balances, with the state attributes of what is available and what is
 #: held of each (looked up once: an enum's members and properties are slow to
 #: reach in the fold's inner loop).
-_BALANCES = tuple(Balance)
-_COLUMNS = tuple((kind, kind.value, kind.held) for kind in _BALANCES)
+_COLUMNS = tuple((kind, kind.value, kind.held) for kind in BALANCES)
 #: Two balances: the fold sums each without a dictionary (one is credits).
 _CREDITS = Balance.CREDITS
-assert _BALANCES == (Balance.CREDITS, Balance.CHAT_MESSAGES)
+assert BALANCES == (Balance.CREDITS, Balance.CHAT_MESSAGES)
 
 
 class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):

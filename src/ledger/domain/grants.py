@@ -21,10 +21,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from ledger.domain.balance import Balance
+from ledger.domain.balance import BALANCES, Balance
 
 DEFAULT_PRIORITY = 50
-_BALANCES = tuple(Balance)
 MIN_PRIORITY = 0
 MAX_PRIORITY = 100
 
@@ -269,7 +268,8 @@ def expire(
 def next_expiries(
     grants: Iterable[Grant],
 ) -> dict[Balance, tuple[datetime | None, int | None]]:
-    """`next_expiry` of every balance, in one pass."""
+    """For each balance, when a remainder of it expires next, and how much
+    then (None, None when nothing will): one pass for both."""
     soonest: dict[Balance, datetime] = {}
     amounts: dict[Balance, int] = {}
     for g in grants:
@@ -280,19 +280,10 @@ def next_expiries(
             soonest[g.balance], amounts[g.balance] = g.expires_at, g.remaining
         elif g.expires_at == at:
             amounts[g.balance] += g.remaining
-    return {kind: (soonest.get(kind), amounts.get(kind)) for kind in _BALANCES}
+    return {kind: (soonest.get(kind), amounts.get(kind)) for kind in BALANCES}
 
 
 def next_expiry(grants: Iterable[Grant], balance: Balance) -> tuple[datetime | None, int | None]:
     """When a remainder of `balance` expires next, and how much then (None, None
     when nothing will)."""
-    soonest: datetime | None = None
-    amount = 0
-    for g in grants:
-        if g.balance is not balance or not g.remaining or g.expires_at is None:
-            continue
-        if soonest is None or g.expires_at < soonest:
-            soonest, amount = g.expires_at, g.remaining
-        elif g.expires_at == soonest:
-            amount += g.remaining
-    return (soonest, amount) if soonest is not None else (None, None)
+    return next_expiries(grants)[balance]

@@ -123,9 +123,8 @@ class UserState(NamedTuple):
         """Without the grants used up or expired (but those a dispute may give
         back to) and the holds closed (by the event before): what the next
         event starts from. (One pass over each; lists, quicker to build than
-        from generators, and Grant.kept written out, as every event of the
-        fold starts here.)"""
-        grants = tuple([g for g in self.grants if g.remaining or g.held or g.clawed_back > 0])
+        from generators, as every event of the fold starts here.)"""
+        grants = tuple([g for g in self.grants if g.kept])
         holds = tuple([h for h in self.holds if h.is_open])
         if len(grants) == len(self.grants) and len(holds) == len(self.holds):
             return self

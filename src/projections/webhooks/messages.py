@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from ledger.domain import Balance, UserEvent, UserState
+from ledger.domain import UserEvent, UserState
 from ledger.domain import event_type as logged_type
+from ledger.domain.balance import BALANCES, Balance
 from ledger.times import timestamp
 from projections.views import event_view, user_view
 
@@ -63,10 +64,6 @@ def event_type(event: UserEvent) -> str:
     return MESSAGE_TYPES.get(name, name)
 
 
-#: (A tuple: iterating over the enum itself costs more, once per event.)
-_BALANCES = tuple(Balance)
-
-
 def messages_of(
     event: UserEvent, before: UserState | None, after: UserState, threshold: int | None
 ) -> list[Message]:
@@ -74,7 +71,7 @@ def messages_of(
     found = [Message(event_type(event))]
     if before is None:
         return found
-    for kind in _BALANCES:
+    for kind in BALANCES:
         was, now = before.balance(kind), after.balance(kind)
         if was is None or now is None:
             continue
