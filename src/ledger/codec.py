@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from ledger.domain import Allowance, Balance, Grant, Hold, UserState
+from ledger.domain.grants import in_order
 from ledger.domain.purchases import Purchase
 
 
@@ -37,7 +38,7 @@ def from_dict(fields: dict[str, Any]) -> UserState:
     """The state `to_dict` gave (raises KeyError, TypeError or ValueError on
     anything else)."""
     fields = _times(dict(fields), "updated_at")
-    fields["grants"] = tuple(
+    fields["grants"] = in_order(
         Grant(**_times({**g, "balance": Balance(g["balance"])}, "expires_at", "granted_at"))
         for g in fields.get("grants", ())
     )

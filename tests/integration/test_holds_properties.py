@@ -158,6 +158,7 @@ class Ledgers(RuleBasedStateMachine):
     def balances_add_up(self) -> None:
         state = self.state()
         now = self.clock()
+        assert list(state.grants) == sorted(state.grants, key=lots.order)  # as draws take them
         for grant in state.grants:
             assert min(grant.remaining, grant.held, grant.spent, grant.expired) >= 0
             assert grant.remaining + grant.held + grant.spent + grant.expired == grant.amount

@@ -138,7 +138,7 @@ def test_a_changed_projection_is_rebuilt_from_old_history_on_start(
     wait_caught_up(database)
     projector.stop()
 
-    # Version 2 adds a column derived from history: credits ever spent.
+    # The next version adds a column derived from history: credits ever spent.
     v1 = UsersProjection()
     version_column = "    version             bigint NOT NULL,"
     schema = v1.schema_sql.replace(
@@ -146,7 +146,9 @@ def test_a_changed_projection_is_rebuilt_from_old_history_on_start(
     )
     assert schema != v1.schema_sql
     v2 = UsersProjection(
-        code_version=2, schema_sql=schema, columns=(*v1.columns, "credits_spent_total")
+        code_version=v1.code_version + 1,
+        schema_sql=schema,
+        columns=(*v1.columns, "credits_spent_total"),
     )
     rebuilds = BackgroundRebuilds(database, ledger, v2)
     new_projector = Projector(

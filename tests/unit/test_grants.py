@@ -37,7 +37,8 @@ def registered() -> User:
 
 def grant(user: User, amount: int, t: float = 1, **options: object) -> str:
     GrantCredits("ann", amount, "promo", **options).decide(user, at(t))  # type: ignore[arg-type]
-    return user.state.grants[-1].id
+    granted: str = user.pending_events[-1].grant_id  # type: ignore[attr-defined]
+    return granted
 
 
 def test_spends_take_the_lowest_priority_then_the_soonest_expiry_then_the_oldest() -> None:

@@ -56,7 +56,7 @@ class _Granted(UserEvent):
         return self._settled(
             before,
             self.balance,
-            grants=(*before.grants, grant),
+            grants=lots.added(before.grants, grant),
             **{total: before.total(total) + self.amount},
         )
 
@@ -266,7 +266,7 @@ class AllowanceGranted(UserEvent):
         return self._settled(
             before,
             kind,
-            grants=(*before.grants, grant) if self.amount else before.grants,
+            grants=lots.added(before.grants, grant) if self.amount else before.grants,
             allowances=tuple(current if a.balance is kind else a for a in before.allowances),
             **{total: before.total(total) + self.amount},
         )

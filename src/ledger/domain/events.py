@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate, MetaDomainEvent
 
 from ledger.domain.balance import BALANCES, Balance
-from ledger.domain.grants import Grant, Part, Source, grant_id
+from ledger.domain.grants import Grant, Part, Source, grant_id, in_order
 from ledger.domain.rules import (
     DEFAULT_FREE_CHAT_MESSAGES,
     DEFAULT_FREE_CREDITS,
@@ -176,7 +176,7 @@ class _Opening(UserEvent, CanInitAggregate[str]):
             free_chat_messages=self.free_chat_messages,
             version=1,
             updated_at=self.timestamp,
-            grants=tuple(grants),
+            grants=in_order(grants),
         )
 
     def _grant(self, kind: Balance, amount: int) -> Grant:

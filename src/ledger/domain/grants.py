@@ -2,8 +2,10 @@
 
 A grant's amount is always accounted for: what `remaining` is available, what
 is `held` by open holds, what was `spent`, what `expired`. Spends, holds and
-settles all take from grants in one order (`ORDER`): lowest priority first,
-then the soonest expiry (grants that never expire last), then the oldest.
+settles all take from grants in one order (`order`): lowest priority first,
+then the soonest expiry (grants that never expire last), then the oldest. A
+user's state keeps its grants in that order (`added`, `in_order`), so that a
+draw takes them as they come.
 Credits given back (a release, an expired hold, a settle below the hold) go
 back to the grants they came from; a part that comes back to a grant past its
 expiry expires at once.
@@ -15,6 +17,7 @@ taken instead of returned); `clawed_back` counts what was taken so.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -101,27 +104,32 @@ def available(grants: Iterable[Grant], balance: Balance, now: datetime) -> int:
     return sum(g.remaining for g in grants if g.balance is balance and g.usable(now))
 
 
+def in_order(grants: Iterable[Grant]) -> tuple[Grant, ...]:
+    """`grants` in the consumption order, as a state keeps them."""
+    return tuple(sorted(grants, key=order))
+
+
+def added(grants: tuple[Grant, ...], grant: Grant) -> tuple[Grant, ...]:
+    """`grants` (in the consumption order) with `grant` in its place among them."""
+    place = bisect.bisect_right(grants, order(grant), key=order)
+    return (*grants[:place], grant, *grants[place:])
+
+
 def draw(grants: Iterable[Grant], balance: Balance, amount: int, now: datetime) -> list[Part]:
     """Which grants `amount` comes from, in the consumption order; ValueError
-    if they hold less. (Every spend and hold draws: one pass over the grants,
-    and a sort only when the first grant in the order is not enough.)"""
-    usable = [
-        g
-        for g in grants
-        if g.balance is balance and g.remaining > 0 and (g.expires_at is None or g.expires_at > now)
-    ]
-    if not usable:
-        raise ValueError(f"{amount} is more than the grants hold")
-    first = min(usable, key=order)
-    if first.remaining >= amount:
-        return [(first.id, amount)]
+    if they hold less. `grants` are in that order, as a state keeps them:
+    every spend and hold draws, and most from the first grant they meet."""
     parts: list[Part] = []
     left = amount
-    for grant in sorted(usable, key=order):
-        take = min(grant.remaining, left)
-        parts.append((grant.id, take))
+    for g in grants:
+        if g.balance is not balance or not g.remaining:
+            continue
+        if g.expires_at is not None and g.expires_at <= now:
+            continue
+        take = g.remaining if g.remaining < left else left
+        parts.append((g.id, take))
         left -= take
-        if left == 0:
+        if not left:
             return parts
     raise ValueError(f"{amount} is more than the grants hold")
 
@@ -150,14 +158,12 @@ def _changed(grants: tuple[Grant, ...], changes: dict[str, Grant]) -> tuple[Gran
 def take(grants: tuple[Grant, ...], parts: Sequence[Part], *, hold: bool) -> tuple[Grant, ...]:
     """Take `parts` from the grants' remainders: into `held` (a hold) or `spent`.
     (Each part's grant found by its place and replaced there: most spends and
-    holds take from one grant.)"""
-    ids = [g.id for g in grants]
+    holds take from one grant, one of the first.)"""
     changed = list(grants)
     for grant_id_, amount in parts:
-        try:
-            place = ids.index(grant_id_)
-        except ValueError:
-            raise ValueError(f"no grant {grant_id_}") from None
+        place = next((i for i, g in enumerate(changed) if g.id == grant_id_), None)
+        if place is None:
+            raise ValueError(f"no grant {grant_id_}")
         g = changed[place]
         if not 0 < amount <= g.remaining:
             raise ValueError(f"cannot take {amount} from {grant_id_}, which has {g.remaining}")
@@ -262,7 +268,9 @@ def expire(
         raise ValueError(f"cannot expire {amount} of {grant_id_}")
     expires_at = moment if g.expires_at is None or g.expires_at > moment else g.expires_at
     expired = g._replace(remaining=0, expired=g.expired + amount, expires_at=expires_at)
-    return _changed(grants, {g.id: expired})
+    changed = _changed(grants, {g.id: expired})
+    # An earlier expiry moves the grant in the order.
+    return changed if expires_at == g.expires_at else in_order(changed)
 
 
 def next_expiries(
@@ -270,17 +278,20 @@ def next_expiries(
 ) -> dict[Balance, tuple[datetime | None, int | None]]:
     """For each balance, when a remainder of it expires next, and how much
     then (None, None when nothing will): one pass for both."""
-    soonest: dict[Balance, datetime] = {}
-    amounts: dict[Balance, int] = {}
+    found: dict[Balance, tuple[datetime, int]] = {}
     for g in grants:
-        if not g.remaining or g.expires_at is None:
+        at = g.expires_at
+        if at is None or not g.remaining:
             continue
-        at = soonest.get(g.balance)
-        if at is None or g.expires_at < at:
-            soonest[g.balance], amounts[g.balance] = g.expires_at, g.remaining
-        elif g.expires_at == at:
-            amounts[g.balance] += g.remaining
-    return {kind: (soonest.get(kind), amounts.get(kind)) for kind in BALANCES}
+        seen = found.get(g.balance)
+        if seen is None or at < seen[0]:
+            found[g.balance] = (at, g.remaining)
+        elif at == seen[0]:
+            found[g.balance] = (at, seen[1] + g.remaining)
+    return {kind: found.get(kind, _NONE) for kind in BALANCES}
+
+
+_NONE: tuple[None, None] = (None, None)
 
 
 def next_expiry(grants: Iterable[Grant], balance: Balance) -> tuple[datetime | None, int | None]:

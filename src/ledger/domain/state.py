@@ -14,7 +14,7 @@ from ledger.domain.purchases import Purchase
 
 #: Changes whenever the fold (an event's `evolve`, or an upcaster) does:
 #: snapshots of the state made by another fold are then ignored (see ledger.snapshots).
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 
 
 class InvariantViolation(Exception):
@@ -56,6 +56,7 @@ class UserState(NamedTuple):
     its open holds; an item closed by the latest event stays until the next, so
     that whoever applies an event can see how it left it. The totals count
     every grant (opening balances apart), spend and expiry ever recorded. The
+    grants are kept in the consumption order (ledger.domain.grants.order). The
     purchases are every one the user made, with their refunds and disputes.
     (A named tuple: the fold makes one per event, with `changed`.)"""
 
@@ -124,7 +125,8 @@ class UserState(NamedTuple):
         back to) and the holds closed (by the event before): what the next
         event starts from. (One pass over each; lists, quicker to build than
         from generators, as every event of the fold starts here.)"""
-        grants = tuple([g for g in self.grants if g.kept])
+        # (Grant.kept, inline: a property call per grant costs as much as the rest.)
+        grants = tuple([g for g in self.grants if g.remaining or g.held or g.clawed_back > 0])
         holds = tuple([h for h in self.holds if h.is_open])
         if len(grants) == len(self.grants) and len(holds) == len(self.holds):
             return self
