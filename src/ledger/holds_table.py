@@ -50,11 +50,16 @@ LOOKUP = (
     f"JOIN {TABLE} AS h ON h.user_id = k.u AND h.hold_id = k.h_id"
 )
 
-STORE = (
-    f"INSERT INTO {TABLE} ({COLUMNS}) SELECT * FROM unnest("
-    "%b::text[], %b::text[], %b::text[], %b::integer[], %b::text[], %b::text[], "
-    "%b::timestamptz[], %b::timestamptz[], %b::integer[], %b::timestamptz[], %b::jsonb[], "
-    "%b::bigint[]) "
+#: Holds as last recorded, upserted (see `store_statement`).
+_STORE = (
+    f"INSERT INTO {TABLE} ({COLUMNS}) "
+    "SELECT convert_from(u, 'UTF8'), convert_from(h, 'UTF8'), convert_from(b, 'UTF8'), a, "
+    "convert_from(s, 'UTF8'), convert_from(r, 'UTF8'), c, e, sa, cl, "
+    "convert_from(g, 'UTF8')::jsonb, p "
+    "FROM unnest('{%s}'::bytea[], '{%s}'::bytea[], '{%s}'::bytea[], '{%s}'::integer[], "
+    "'{%s}'::bytea[], '{%s}'::bytea[], '{%s}'::timestamptz[], '{%s}'::timestamptz[], "
+    "'{%s}'::integer[], '{%s}'::timestamptz[], '{%s}'::bytea[], '{%s}'::bigint[]) "
+    "AS v(u, h, b, a, s, r, c, e, sa, cl, g, p) "
     "ON CONFLICT (user_id, hold_id) DO UPDATE SET status = EXCLUDED.status, "
     "settled_amount = EXCLUDED.settled_amount, closed_at = EXCLUDED.closed_at"
 )
@@ -105,27 +110,47 @@ def hold_of(row: Sequence[Any]) -> tuple[str, Hold, int]:
     return user_id, hold, int(row[11])
 
 
-def store_params(rows: Iterable[tuple[str, Hold, int]]) -> list[list[Any]]:
-    """STORE's parameters for (user, hold, position of placement) triples."""
-    columns: list[list[Any]] = [[] for _ in range(12)]
+def store_statement(rows: Iterable[tuple[str, Hold, int]]) -> str:
+    """The upsert of (user, hold, position of placement) triples with their
+    values written in, for a round trip that carries other statements too:
+    text as the hex of its UTF-8 (whatever a reason holds, nothing to quote),
+    times in ISO 8601, integers as digits."""
+    columns: list[list[str]] = [[] for _ in range(12)]
     for user_id, hold, position in rows:
-        values: tuple[Any, ...] = (
-            user_id,
-            hold.id,
-            hold.balance.value,
-            hold.amount,
-            str(hold.status),
-            hold.reason,
-            hold.created_at,
-            hold.expires_at,
-            hold.settled_amount,
-            hold.closed_at,
-            orjson.dumps([list(p) for p in hold.grants]).decode(),
-            position,
+        grants = orjson.dumps([list(p) for p in hold.grants]).decode()
+        values = (
+            _text(user_id),
+            _text(hold.id),
+            _text(hold.balance.value),
+            _integer(hold.amount),
+            _text(str(hold.status)),
+            _text(hold.reason),
+            _time(hold.created_at),
+            _time(hold.expires_at),
+            _integer(hold.settled_amount),
+            _time(hold.closed_at),
+            _text(grants),
+            _integer(position),
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    return columns
+    return _STORE % tuple(",".join(column) for column in columns)
+
+
+def _text(value: str | None) -> str:
+    return "NULL" if value is None else f'"\\\\x{value.encode().hex()}"'
+
+
+def _integer(value: int | None) -> str:
+    return "NULL" if value is None else str(int(value))
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return "NULL"
+    if value.tzinfo is None:
+        raise ValueError(f"a time without its zone: {value!r}")
+    return f'"{value.isoformat()}"'
 
 
 def status_at(hold: Hold, now: datetime) -> Hold:

@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from ledger.domain import Grant, UserState
 from projections.users import GRANT_COLUMNS, USER_COLUMNS, UsersProjection
@@ -152,6 +154,9 @@ class Table:
             self.users.listed(), self.ident
         )
         with conn.cursor(row_factory=dict_row) as curs:
+            # The states kept were written by orjson: read them with it too
+            # (the projector reads one per user it applies events to).
+            set_json_loads(orjson.loads, curs)
             curs.execute(query, (list(user_ids),))
             return {row["id"]: dict(row) for row in curs.fetchall()}
 

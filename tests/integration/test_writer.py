@@ -11,9 +11,16 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from ledger.application import Ledger
-from ledger.commands import GrantCredits, RegisterUser, SpendChatMessages, SpendCredits
+from ledger.commands import (
+    GrantCredits,
+    PlaceHold,
+    RegisterUser,
+    SettleHold,
+    SpendChatMessages,
+    SpendCredits,
+)
 from ledger.db import Database
-from ledger.domain import Cause
+from ledger.domain import Balance, Cause
 from ledger.errors import (
     DatabaseUnavailable,
     HistoryUnreadable,
@@ -24,6 +31,7 @@ from ledger.errors import (
     UserNotFound,
 )
 from ledger.idempotency import IdempotencyKey
+from ledger.times import parse_timestamp
 from ledger.writer import Accepted
 from projections.log import EventLog
 from tests.helpers import BackgroundWriter, wait_until
@@ -246,3 +254,33 @@ def test_a_key_stays_in_use_until_its_command_is_decided_even_if_the_caller_leav
     again = writer.execute(SpendCredits("hana", 1), CAUSE, key)
     assert again.replayed
     assert count_events(log, "hana") == 2
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        'it\'s a "quoted" {brace}, a comma and a \\backslash\\',
+        "'); DROP TABLE ledger_holds; --",
+        "unicode: ünïcödé ✓ 🧾 \u2028",
+        None,
+    ],
+)
+def test_a_holds_record_keeps_whatever_its_reason_holds(
+    writer: BackgroundWriter, database: Database, reason: str | None
+) -> None:
+    """The holds table's rows go with the COMMIT, their values written into
+    the statement: every text arrives exactly as given."""
+    writer.execute(RegisterUser("quinn"), CAUSE)
+    placed = writer.execute(PlaceHold("quinn", Balance.CREDITS, 4, "hold_q1", reason), CAUSE)
+    assert placed.body["hold"]["reason"] == reason
+    writer.execute(SettleHold("quinn", "hold_q1", 3, reason), CAUSE)
+    with database.connect() as conn:
+        row = conn.execute(
+            "SELECT reason, status, settled_amount, amount, grants, position, created_at "
+            "FROM ledger_holds WHERE user_id = 'quinn' AND hold_id = 'hold_q1'"
+        ).fetchone()
+    assert row is not None
+    assert row[:4] == (reason, "settled", 3, 4)
+    assert row[4] == [[placed.body["event"]["data"]["grants"][0]["grant_id"], 4]]
+    assert row[5] == placed.event["position"]
+    assert row[6] == parse_timestamp(placed.body["hold"]["created_at"])

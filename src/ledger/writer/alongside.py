@@ -100,13 +100,14 @@ class Snapshots:
 
 
 class HoldRecords:
-    """Each hold an event placed or closed, as it left it (ledger.holds_table)."""
+    """Each hold an event placed or closed, as it left it (ledger.holds_table),
+    sent with the COMMIT."""
 
     at_lock: str | None = None
 
     async def write(
         self, conn: psycopg.AsyncConnection[Any], written: Written, found: Sequence[Any]
-    ) -> None:
+    ) -> str | None:
         rows: dict[tuple[str, str], tuple[str, Hold, int]] = {}
         for new, position in zip(written.new_events, written.positions, strict=True):
             hold_id = getattr(new.event, "hold_id", None)
@@ -117,8 +118,7 @@ class HoldRecords:
             key = (new.event.originator_id, hold_id)
             placed = rows[key][2] if key in rows else position
             rows[key] = (new.event.originator_id, hold, placed)
-        if rows:
-            await conn.execute(holds_table.STORE, holds_table.store_params(rows.values()))
+        return holds_table.store_statement(rows.values()) if rows else None
 
 
 class StripeEvents:
