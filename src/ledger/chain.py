@@ -72,10 +72,11 @@ def store_statement(positions: Sequence[int], hashes: Sequence[bytes]) -> str:
     if len(positions) != len(hashes):
         raise ValueError("a position for each hash")
     numbers = ",".join(str(int(position)) for position in positions)
-    digests = ",".join(f'"\\\\x{digest.hex()}"' for digest in hashes)
+    # An escape string: read alike whatever standard_conforming_strings says.
+    digests = ",".join(f'"\\\\\\\\x{digest.hex()}"' for digest in hashes)
     return (
         f"INSERT INTO {TABLE} (position, hash) "
-        f"SELECT * FROM unnest('{{{numbers}}}'::bigint[], '{{{digests}}}'::bytea[])"
+        f"SELECT * FROM unnest('{{{numbers}}}'::bigint[], E'{{{digests}}}'::bytea[])"
     )
 
 

@@ -50,20 +50,6 @@ LOOKUP = (
     f"JOIN {TABLE} AS h ON h.user_id = k.u AND h.hold_id = k.h_id"
 )
 
-#: Holds as last recorded, upserted (see `store_statement`).
-_STORE = (
-    f"INSERT INTO {TABLE} ({COLUMNS}) "
-    "SELECT convert_from(u, 'UTF8'), convert_from(h, 'UTF8'), convert_from(b, 'UTF8'), a, "
-    "convert_from(s, 'UTF8'), convert_from(r, 'UTF8'), c, e, sa, cl, "
-    "convert_from(g, 'UTF8')::jsonb, p "
-    "FROM unnest('{%s}'::bytea[], '{%s}'::bytea[], '{%s}'::bytea[], '{%s}'::integer[], "
-    "'{%s}'::bytea[], '{%s}'::bytea[], '{%s}'::timestamptz[], '{%s}'::timestamptz[], "
-    "'{%s}'::integer[], '{%s}'::timestamptz[], '{%s}'::bytea[], '{%s}'::bigint[]) "
-    "AS v(u, h, b, a, s, r, c, e, sa, cl, g, p) "
-    "ON CONFLICT (user_id, hold_id) DO UPDATE SET status = EXCLUDED.status, "
-    "settled_amount = EXCLUDED.settled_amount, closed_at = EXCLUDED.closed_at"
-)
-
 #: Which holds have a status, as a read at %(now)s sees them (open past its
 #: expiry is expired, whether or not its HoldExpired is recorded yet).
 _HAVING_STATUS = {
@@ -110,39 +96,39 @@ def hold_of(row: Sequence[Any]) -> tuple[str, Hold, int]:
     return user_id, hold, int(row[11])
 
 
+#: Holds as last recorded, upserted (see `store_statement`): text as the hex
+#: of its UTF-8, the rest as PostgreSQL reads it, each cast here.
+_STORE = (
+    f"INSERT INTO {TABLE} ({COLUMNS}) "
+    "SELECT convert_from(u::bytea, 'UTF8'), convert_from(h::bytea, 'UTF8'), "
+    "convert_from(b::bytea, 'UTF8'), a::integer, convert_from(s::bytea, 'UTF8'), "
+    "convert_from(r::bytea, 'UTF8'), c::timestamptz, e::timestamptz, sa::integer, "
+    "cl::timestamptz, convert_from(g::bytea, 'UTF8')::jsonb, p::bigint "
+    "FROM (VALUES %s) AS v(u, h, b, a, s, r, c, e, sa, cl, g, p) "
+    "ON CONFLICT (user_id, hold_id) DO UPDATE SET status = EXCLUDED.status, "
+    "settled_amount = EXCLUDED.settled_amount, closed_at = EXCLUDED.closed_at"
+)
+
+
 def store_statement(rows: Iterable[tuple[str, Hold, int]]) -> str:
     """The upsert of (user, hold, position of placement) triples with their
     values written in, for a round trip that carries other statements too:
-    text as the hex of its UTF-8 (whatever a reason holds, nothing to quote),
+    text as the hex of its UTF-8 in escape strings (whatever a reason holds,
+    nothing to quote, whatever standard_conforming_strings says),
     times in ISO 8601, integers as digits."""
-    columns: list[list[str]] = [[] for _ in range(12)]
+    values = []
     for user_id, hold, position in rows:
-        grants = orjson.dumps([list(p) for p in hold.grants]).decode()
-        values = (
-            _text(user_id),
-            _text(hold.id),
-            _text(hold.balance.value),
-            _integer(hold.amount),
-            _text(str(hold.status)),
-            _text(hold.reason),
-            _time(hold.created_at),
-            _time(hold.expires_at),
-            _integer(hold.settled_amount),
-            _time(hold.closed_at),
-            _text(grants),
-            _integer(position),
+        grants = orjson.dumps([list(p) for p in hold.grants]).hex()
+        reason = "NULL" if hold.reason is None else f"E'\\\\x{hold.reason.encode().hex()}'"
+        settled = "NULL" if hold.settled_amount is None else int(hold.settled_amount)
+        values.append(
+            f"(E'\\\\x{user_id.encode().hex()}',E'\\\\x{hold.id.encode().hex()}',"
+            f"E'\\\\x{hold.balance.value.encode().hex()}',{int(hold.amount)},"
+            f"E'\\\\x{str(hold.status).encode().hex()}',{reason},{_time(hold.created_at)},"
+            f"{_time(hold.expires_at)},{settled},{_time(hold.closed_at)},E'\\\\x{grants}',"
+            f"{int(position)})"
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return _STORE % tuple(",".join(column) for column in columns)
-
-
-def _text(value: str | None) -> str:
-    return "NULL" if value is None else f'"\\\\x{value.encode().hex()}"'
-
-
-def _integer(value: int | None) -> str:
-    return "NULL" if value is None else str(int(value))
+    return _STORE % ",".join(values)
 
 
 def _time(value: datetime | None) -> str:
@@ -150,7 +136,7 @@ def _time(value: datetime | None) -> str:
         return "NULL"
     if value.tzinfo is None:
         raise ValueError(f"a time without its zone: {value!r}")
-    return f'"{value.isoformat()}"'
+    return f"'{value.isoformat()}'"
 
 
 def status_at(hold: Hold, now: datetime) -> Hold:
