@@ -78,7 +78,7 @@ class UsersProjection:
     """
 
     name: str = "users"
-    code_version: int = 3
+    code_version: int = 2
     schema_sql: str = field(default_factory=_read_schema, repr=False)
     columns: tuple[str, ...] = USER_COLUMNS + TABLE_ONLY_COLUMNS
 

@@ -126,3 +126,32 @@ def test_an_audit_reports_rows_without_history_and_users_without_rows(
         "veteran": [{"field": "exists", "projected": False, "replayed": True}],
         "ghost": [{"field": "exists", "projected": True, "replayed": False}],
     }
+
+
+def test_an_audit_reads_the_state_a_row_keeps_as_the_projector_does(
+    database: Database, ledger: Ledger, scripted: list[datetime]
+) -> None:
+    """A row lists its grants in whatever order wrote it (a row of an earlier
+    release, as they were granted); the state it keeps is what it says."""
+    project_once(database, ledger)
+    ((count,),) = rows(
+        database, "SELECT jsonb_array_length(fold_state->'grants') FROM users WHERE id = 'veteran'"
+    )
+    assert count >= 2
+    rows(
+        database,
+        "UPDATE users SET fold_state = jsonb_set(fold_state, '{grants}', (SELECT jsonb_agg(g "
+        "ORDER BY ordinality DESC) FROM jsonb_array_elements(fold_state->'grants') "
+        "WITH ORDINALITY AS a(g, ordinality))) WHERE id = 'veteran'",
+    )
+    reordered = audit(database, ledger, "veteran")
+    assert reordered is not None and reordered.consistent
+
+    rows(
+        database,
+        "UPDATE users SET fold_state = jsonb_set(fold_state, '{grants,0,remaining}', '12345') "
+        "WHERE id = 'veteran'",
+    )
+    changed = audit(database, ledger, "veteran")
+    assert changed is not None and not changed.consistent
+    assert [d["field"] for d in changed.differences] == ["fold_state"]

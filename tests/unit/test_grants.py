@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
+from ledger import codec
 from ledger.commands import (
     CatchUp,
     Context,
@@ -19,6 +21,7 @@ from ledger.commands import (
     SpendCredits,
 )
 from ledger.domain import Balance, Cause, Period, User, as_of, fold
+from ledger.domain import grants as lots
 from ledger.domain.allowances import boundary, period_at
 from ledger.errors import InsufficientBalance, InvalidCommand, NothingDue
 
@@ -207,3 +210,17 @@ def test_grants_and_allowances_replay_to_the_same_state() -> None:
     SpendCredits("ann", 12).decide(user, at(3))
     CatchUp("ann").decide(user, at(T0 + timedelta(days=3)))
     assert fold(user.collect_events()) == user.state
+
+
+def test_a_state_keeps_its_grants_in_the_consumption_order_however_it_was_kept() -> None:
+    user = registered()
+    grant(user, 5, expires_at=T0 + timedelta(days=30))
+    grant(user, 5, t=2, expires_at=T0 + timedelta(days=3))
+    grant(user, 5, t=3, priority=10)
+    state = user.state
+    assert list(state.grants) == sorted(state.grants, key=lots.order)
+    # A snapshot, or a row, of an earlier release lists them as they were granted.
+    kept = codec.to_dict(state)
+    kept["grants"] = sorted(kept["grants"], key=lambda g: (g["granted_at"], g["id"]))
+    assert [g["id"] for g in kept["grants"]] != [g.id for g in state.grants]
+    assert codec.from_dict(orjson.loads(orjson.dumps(kept))) == state
