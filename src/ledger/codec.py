@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from ledger.domain import Allowance, Balance, Grant, Hold, UserState
-from ledger.domain.grants import in_order
+from ledger.domain.grants import in_order, summed
 from ledger.domain.purchases import Purchase
 
 
@@ -22,7 +22,9 @@ def _times(fields: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 def to_dict(state: UserState) -> dict[str, Any]:
+    """(Without the next expiries: the grants say them, and `from_dict` sums them again.)"""
     fields = state._asdict()
+    del fields["expiring"]
     fields["grants"] = [g._asdict() for g in state.grants]
     fields["holds"] = [h._asdict() for h in state.holds]
     fields["allowances"] = [a._asdict() for a in state.allowances]
@@ -68,6 +70,8 @@ def from_dict(fields: dict[str, Any]) -> UserState:
     fields["purchases"] = tuple(
         Purchase(**{**p, "refund_ids": tuple(p["refund_ids"])}) for p in fields.get("purchases", ())
     )
+    fields.pop("expiring", None)
+    fields["expiring"] = summed(fields["grants"])[2]
     return UserState(**fields)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from ledger.domain import EVENT_TYPES, Hold, UserEvent, UserState
 from ledger.domain.balance import BALANCES
-from ledger.domain.grants import next_expiries
 from ledger.times import parse_timestamp, timestamp
 from projections.users import USER_COLUMNS
 
@@ -70,13 +69,10 @@ _EXPIRING = [(kind, *kind.next_expiry) for kind in BALANCES]
 
 
 def user_view(state: UserState, position: int) -> dict[str, Any]:
-    """A User: the users table's columns, in its order. (The balances' next
-    expiries are found in one pass, not once per column: a view is made per
-    command.)"""
+    """A User: the users table's columns, in its order."""
     expiring: dict[str, Any] = {}
-    expiries = next_expiries(state.grants)
     for kind, at_name, amount_name in _EXPIRING:
-        at, amount = expiries[kind]
+        at, amount = state.next_expiry(kind)
         expiring[at_name] = None if at is None else timestamp(at)
         expiring[amount_name] = amount
     expiring["position"] = position

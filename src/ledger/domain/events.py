@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate, MetaDomainEvent
 
 from ledger.domain.balance import BALANCES, Balance
-from ledger.domain.grants import Grant, Part, Source, grant_id, in_order
+from ledger.domain.grants import Grant, Part, Source, grant_id, in_order, summed
 from ledger.domain.rules import (
     DEFAULT_FREE_CHAT_MESSAGES,
     DEFAULT_FREE_CREDITS,
@@ -103,14 +103,11 @@ class UserEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
     ) -> UserState:
         """`before` as this event leaves it, in one step: changed by `changes`,
         at its version and time, its available and held amounts summed from its
-        grants and holds. A balance that was NULL (imported from before the
-        credit columns) stays NULL until a grant of it (`granted`)."""
-        credits = messages = credits_held = messages_held = 0
-        for g in changes.get("grants", before.grants):
-            if g.balance is _CREDITS:
-                credits += g.remaining
-            else:
-                messages += g.remaining
+        grants and holds (and its next expiries with them). A balance that was
+        NULL (imported from before the credit columns) stays NULL until a grant
+        of it (`granted`)."""
+        credits_held = messages_held = 0
+        credits, messages, changes["expiring"] = summed(changes.get("grants", before.grants))
         for h in changes.get("holds", before.holds):
             if h.is_open:
                 if h.balance is _CREDITS:
@@ -177,6 +174,7 @@ class _Opening(UserEvent, CanInitAggregate[str]):
             version=1,
             updated_at=self.timestamp,
             grants=in_order(grants),
+            expiring=summed(grants)[2],
         )
 
     def _grant(self, kind: Balance, amount: int) -> Grant:

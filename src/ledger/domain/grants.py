@@ -294,6 +294,49 @@ def next_expiries(
 _NONE: tuple[None, None] = (None, None)
 
 
+#: Each balance's next expiry (when, how much; None, None when nothing will), in
+#: BALANCES' order.
+Expiring = tuple[tuple[datetime | None, int | None], ...]
+NOTHING_EXPIRING: Expiring = tuple((None, None) for _ in BALANCES)
+
+
+def summed(grants: Iterable[Grant]) -> tuple[int, int, Expiring]:
+    """What remains of the grants of credits and of chat messages, and each
+    balance's next expiry (as `next_expiries`), in one pass: the fold makes
+    one per event, and an answer and a users row read them from the state."""
+    credits = messages = 0
+    credits_at = messages_at = None
+    credits_expiring = messages_expiring = 0
+    for g in grants:
+        remaining = g.remaining
+        if not remaining:
+            continue
+        at = g.expires_at
+        if g.balance is _CREDITS:
+            credits += remaining
+            if at is not None:
+                if credits_at is None or at < credits_at:
+                    credits_at, credits_expiring = at, remaining
+                elif at == credits_at:
+                    credits_expiring += remaining
+        else:
+            messages += remaining
+            if at is not None:
+                if messages_at is None or at < messages_at:
+                    messages_at, messages_expiring = at, remaining
+                elif at == messages_at:
+                    messages_expiring += remaining
+    of_credits = (credits_at, credits_expiring if credits_at is not None else None)
+    of_messages = (messages_at, messages_expiring if messages_at is not None else None)
+    expiring = (of_credits, of_messages) if _CREDITS_FIRST else (of_messages, of_credits)
+    return credits, messages, expiring
+
+
+_CREDITS = Balance.CREDITS
+_MESSAGES = Balance.CHAT_MESSAGES
+_CREDITS_FIRST = BALANCES == (_CREDITS, _MESSAGES)
+
+
 def next_expiry(grants: Iterable[Grant], balance: Balance) -> tuple[datetime | None, int | None]:
     """When a remainder of `balance` expires next, and how much then (None, None
     when nothing will)."""

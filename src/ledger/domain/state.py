@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ledger.domain.allowances import Allowance
-from ledger.domain.balance import Balance
-from ledger.domain.grants import Grant, next_expiry
+from ledger.domain.balance import BALANCES, Balance
+from ledger.domain.grants import NOTHING_EXPIRING, Expiring, Grant
 from ledger.domain.holds import Hold
 from ledger.domain.purchases import Purchase
 
@@ -79,6 +79,9 @@ class UserState(NamedTuple):
     holds: tuple[Hold, ...] = ()
     allowances: tuple[Allowance, ...] = ()
     purchases: tuple[Purchase, ...] = ()
+    #: Each balance's next expiry (when, how much), in BALANCES' order: summed
+    #: with the balances by the fold, from the grants (never stored: ledger.codec).
+    expiring: Expiring = NOTHING_EXPIRING
 
     def changed(self, changes: dict[str, Any]) -> UserState:
         """`_replace`, in half its time: the fold makes one per event."""
@@ -134,21 +137,26 @@ class UserState(NamedTuple):
 
     # -- what the users table shows besides ------------------------------------
 
+    def next_expiry(self, kind: Balance) -> tuple[datetime | None, int | None]:
+        """When a remainder of `kind` expires next, and how much then (None, None
+        when nothing will)."""
+        return self.expiring[_BALANCE_PLACES[kind]]
+
     @property
     def free_credits_next_expiry_at(self) -> datetime | None:
-        return next_expiry(self.grants, Balance.CREDITS)[0]
+        return self.next_expiry(Balance.CREDITS)[0]
 
     @property
     def free_credits_next_expiry_amount(self) -> int | None:
-        return next_expiry(self.grants, Balance.CREDITS)[1]
+        return self.next_expiry(Balance.CREDITS)[1]
 
     @property
     def free_chat_messages_next_expiry_at(self) -> datetime | None:
-        return next_expiry(self.grants, Balance.CHAT_MESSAGES)[0]
+        return self.next_expiry(Balance.CHAT_MESSAGES)[0]
 
     @property
     def free_chat_messages_next_expiry_amount(self) -> int | None:
-        return next_expiry(self.grants, Balance.CHAT_MESSAGES)[1]
+        return self.next_expiry(Balance.CHAT_MESSAGES)[1]
 
     @property
     def next_due_at(self) -> datetime | None:
@@ -163,3 +171,5 @@ class UserState(NamedTuple):
 
 #: Each field's place in a UserState.
 _PLACES = {name: place for place, name in enumerate(UserState._fields)}
+#: Each balance's place in `UserState.expiring`.
+_BALANCE_PLACES = {kind: place for place, kind in enumerate(BALANCES)}
