@@ -96,14 +96,11 @@ def hold_of(row: Sequence[Any]) -> tuple[str, Hold, int]:
     return user_id, hold, int(row[11])
 
 
-#: Holds as last recorded, upserted (see `store_statement`): text as the hex
-#: of its UTF-8, the rest as PostgreSQL reads it, each cast here.
+#: Holds as last recorded, upserted (see `store_statement`), each value cast here.
 _STORE = (
     f"INSERT INTO {TABLE} ({COLUMNS}) "
-    "SELECT convert_from(u::bytea, 'UTF8'), convert_from(h::bytea, 'UTF8'), "
-    "convert_from(b::bytea, 'UTF8'), a::integer, convert_from(s::bytea, 'UTF8'), "
-    "convert_from(r::bytea, 'UTF8'), c::timestamptz, e::timestamptz, sa::integer, "
-    "cl::timestamptz, convert_from(g::bytea, 'UTF8')::jsonb, p::bigint "
+    "SELECT u, h, b, a::integer, s, r, c::timestamptz, e::timestamptz, sa::integer, "
+    "cl::timestamptz, g::jsonb, p::bigint "
     "FROM (VALUES %s) AS v(u, h, b, a, s, r, c, e, sa, cl, g, p) "
     "ON CONFLICT (user_id, hold_id) DO UPDATE SET status = EXCLUDED.status, "
     "settled_amount = EXCLUDED.settled_amount, closed_at = EXCLUDED.closed_at"
@@ -113,22 +110,30 @@ _STORE = (
 def store_statement(rows: Iterable[tuple[str, Hold, int]]) -> str:
     """The upsert of (user, hold, position of placement) triples with their
     values written in, for a round trip that carries other statements too:
-    text as the hex of its UTF-8 in escape strings (whatever a reason holds,
-    nothing to quote, whatever standard_conforming_strings says),
-    times in ISO 8601, integers as digits."""
+    times in ISO 8601, integers as digits, text by `_text`."""
     values = []
     for user_id, hold, position in rows:
-        grants = orjson.dumps([list(p) for p in hold.grants]).hex()
-        reason = "NULL" if hold.reason is None else f"E'\\\\x{hold.reason.encode().hex()}'"
+        grants = orjson.dumps([list(p) for p in hold.grants]).decode()
         settled = "NULL" if hold.settled_amount is None else int(hold.settled_amount)
         values.append(
-            f"(E'\\\\x{user_id.encode().hex()}',E'\\\\x{hold.id.encode().hex()}',"
-            f"E'\\\\x{hold.balance.value.encode().hex()}',{int(hold.amount)},"
-            f"E'\\\\x{str(hold.status).encode().hex()}',{reason},{_time(hold.created_at)},"
-            f"{_time(hold.expires_at)},{settled},{_time(hold.closed_at)},E'\\\\x{grants}',"
-            f"{int(position)})"
+            f"({_text(user_id)},{_text(hold.id)},{_text(hold.balance.value)},"
+            f"{int(hold.amount)},{_text(str(hold.status))},{_text(hold.reason)},"
+            f"{_time(hold.created_at)},{_time(hold.expires_at)},{settled},"
+            f"{_time(hold.closed_at)},{_text(grants)},{int(position)})"
         )
     return _STORE % ",".join(values)
+
+
+def _text(value: str | None) -> str:
+    """A text literal: as it is when it holds neither a quote nor a backslash
+    (nothing in it can end the literal, whatever standard_conforming_strings
+    says); else the hex of its UTF-8 in an escape string, decoded by the
+    server. (PostgreSQL's text holds no NUL: the rules refuse it first.)"""
+    if value is None:
+        return "NULL"
+    if "'" not in value and "\\" not in value:
+        return f"'{value}'"
+    return f"convert_from(E'\\\\x{value.encode().hex()}', 'UTF8')"
 
 
 def _time(value: datetime | None) -> str:

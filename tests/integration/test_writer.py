@@ -262,6 +262,7 @@ def test_a_key_stays_in_use_until_its_command_is_decided_even_if_the_caller_leav
         'it\'s a "quoted" {brace}, a comma and a \\backslash\\',
         "'); DROP TABLE ledger_holds; --",
         "unicode: ünïcödé ✓ 🧾 \u2028",
+        "100% sure, a backslash alone: C:\\path\\ E'\\x41' $$ %s",
         None,
     ],
 )
