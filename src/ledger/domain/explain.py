@@ -17,7 +17,7 @@ from ledger.times import timestamp
 
 def expiring(state: UserState, kind: Balance) -> dict[str, Any] | None:
     """What of `kind` expires next: when, and how much."""
-    at, amount = lots.next_expiry(state.grants, kind)
+    at, amount = state.next_expiry(kind)
     return None if at is None else {"at": timestamp(at), "amount": amount}
 
 

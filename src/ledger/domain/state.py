@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from ledger.domain.allowances import Allowance
 from ledger.domain.balance import BALANCES, Balance
-from ledger.domain.grants import NOTHING_EXPIRING, Expiring, Grant
+from ledger.domain.grants import NOTHING_EXPIRING, Expiring, Grant, kept
 from ledger.domain.holds import Hold
 from ledger.domain.purchases import Purchase
 
@@ -128,8 +128,7 @@ class UserState(NamedTuple):
         back to) and the holds closed (by the event before): what the next
         event starts from. (One pass over each; lists, quicker to build than
         from generators, as every event of the fold starts here.)"""
-        # (Grant.kept, inline: a property call per grant costs as much as the rest.)
-        grants = tuple([g for g in self.grants if g.remaining or g.held or g.clawed_back > 0])
+        grants = kept(self.grants)
         holds = tuple([h for h in self.holds if h.is_open])
         if len(grants) == len(self.grants) and len(holds) == len(self.holds):
             return self
