@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ledger import events_table
+from ledger import literals as sql
 from ledger.db import Table
 
 TABLE = "ledger_chain"
@@ -67,17 +68,14 @@ STORE = f"INSERT INTO {TABLE} (position, hash) SELECT * FROM unnest(%b::bigint[]
 
 
 def store_statement(positions: Sequence[int], hashes: Sequence[bytes]) -> str:
-    """STORE with its values written in, as array literals (integers and hex:
-    nothing to quote), for a round trip that carries other statements too."""
+    """The links' rows with their values written in (ledger.literals), for a
+    round trip that carries other statements too."""
     if len(positions) != len(hashes):
         raise ValueError("a position for each hash")
-    numbers = ",".join(str(int(position)) for position in positions)
-    # An escape string: read alike whatever standard_conforming_strings says.
-    digests = ",".join(f'"\\\\\\\\x{digest.hex()}"' for digest in hashes)
-    return (
-        f"INSERT INTO {TABLE} (position, hash) "
-        f"SELECT * FROM unnest('{{{numbers}}}'::bigint[], E'{{{digests}}}'::bytea[])"
+    rows = ",".join(
+        f"({sql.integer(p)},{sql.bytea(h)})" for p, h in zip(positions, hashes, strict=True)
     )
+    return f"INSERT INTO {TABLE} (position, hash) VALUES {rows}"
 
 
 #: Events not chained yet, oldest first.

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ledger import literals as sql
 from ledger.db import Table
 from ledger.domain import Balance, Hold
 
@@ -96,7 +97,7 @@ def hold_of(row: Sequence[Any]) -> tuple[str, Hold, int]:
     return user_id, hold, int(row[11])
 
 
-#: Holds as last recorded, upserted (see `store_statement`), each value cast here.
+#: Holds as last recorded, upserted (see `store_statement`).
 _STORE = (
     f"INSERT INTO {TABLE} ({COLUMNS}) "
     "SELECT u, h, b, a::integer, s, r, c::timestamptz, e::timestamptz, sa::integer, "
@@ -109,39 +110,18 @@ _STORE = (
 
 def store_statement(rows: Iterable[tuple[str, Hold, int]]) -> str:
     """The upsert of (user, hold, position of placement) triples with their
-    values written in, for a round trip that carries other statements too:
-    times in ISO 8601, integers as digits, text by `_text`."""
+    values written in (ledger.literals), for the round trip of the COMMIT."""
     values = []
     for user_id, hold, position in rows:
         grants = orjson.dumps([list(p) for p in hold.grants]).decode()
-        settled = "NULL" if hold.settled_amount is None else int(hold.settled_amount)
         values.append(
-            f"({_text(user_id)},{_text(hold.id)},{_text(hold.balance.value)},"
-            f"{int(hold.amount)},{_text(str(hold.status))},{_text(hold.reason)},"
-            f"{_time(hold.created_at)},{_time(hold.expires_at)},{settled},"
-            f"{_time(hold.closed_at)},{_text(grants)},{int(position)})"
+            f"({sql.text(user_id)},{sql.text(hold.id)},{sql.text(hold.balance.value)},"
+            f"{sql.integer(hold.amount)},{sql.text(str(hold.status))},{sql.text(hold.reason)},"
+            f"{sql.time(hold.created_at)},{sql.time(hold.expires_at)},"
+            f"{sql.integer(hold.settled_amount)},{sql.time(hold.closed_at)},{sql.text(grants)},"
+            f"{sql.integer(position)})"
         )
     return _STORE % ",".join(values)
-
-
-def _text(value: str | None) -> str:
-    """A text literal: as it is when it holds neither a quote nor a backslash
-    (nothing in it can end the literal, whatever standard_conforming_strings
-    says); else the hex of its UTF-8 in an escape string, decoded by the
-    server. (PostgreSQL's text holds no NUL: the rules refuse it first.)"""
-    if value is None:
-        return "NULL"
-    if "'" not in value and "\\" not in value:
-        return f"'{value}'"
-    return f"convert_from(E'\\\\x{value.encode().hex()}', 'UTF8')"
-
-
-def _time(value: datetime | None) -> str:
-    if value is None:
-        return "NULL"
-    if value.tzinfo is None:
-        raise ValueError(f"a time without its zone: {value!r}")
-    return f"'{value.isoformat()}'"
 
 
 def status_at(hold: Hold, now: datetime) -> Hold:
