@@ -423,3 +423,21 @@ def test_a_key_whose_role_is_too_weak_is_forbidden_whatever_its_body(
         )
 
     api.problem(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/stripe/events?after=%00",
+        "/v1/stripe/events?limit=2&after=a%00b",
+        "/v1/users/{id}/holds?after=hold_%00",
+        "/v1/users/{id}/holds/hold_%00",
+        "/v1/users/{id}%00/events",
+        "/v1/webhook-endpoints/ep_%00",
+    ],
+)
+def test_a_nul_character_in_a_path_or_query_is_refused(api: Api, path: str) -> None:
+    user_id = api.registered()
+    with api.records_nothing():
+        response = api.get(path.format(id=user_id))
+    api.problem(response, 422, "validation-error")

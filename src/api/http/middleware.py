@@ -41,10 +41,18 @@ def _bearer_key(scope: Scope) -> str | None:
     return None
 
 
+def _holds_nul(scope: Scope) -> bool:
+    """Whether the path or the query holds a NUL character: no parameter may
+    (PostgreSQL's text cannot hold one), so no route need look for it."""
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+
+
 class Edge:
     """Gives each request an id (returned in X-Request-Id); answers 401 to a
     request under /v1/ (but Stripe's webhook) without a known API key,
     whatever else is wrong with it;
+    refuses a NUL character in its path or query with 422;
     and refuses a body over `max_bytes` with 413: at once if Content-Length
     says so, else as soon as the bytes received pass the limit. The body, read
     whole, is handed to the route: called here if it is one of `direct` and
@@ -94,6 +102,11 @@ class Edge:
                 )
                 return
             scope[PRINCIPAL_KEY] = principal
+
+        if _holds_nul(scope):
+            detail = "a path or query parameter holds a NUL character (%00)"
+            await _respond(send_id, 422, "validation-error", "Invalid request", detail, [])
+            return
 
         for name, value in scope["headers"]:
             if name == b"content-length":
