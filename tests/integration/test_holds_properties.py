@@ -159,6 +159,7 @@ class Ledgers(RuleBasedStateMachine):
         state = self.state()
         now = self.clock()
         assert list(state.grants) == sorted(state.grants, key=lots.order)  # as draws take them
+        assert state.expiring == lots.summed(state.grants)[2]  # kept by the fold, never stale
         for grant in state.grants:
             assert min(grant.remaining, grant.held, grant.spent, grant.expired) >= 0
             assert grant.remaining + grant.held + grant.spent + grant.expired == grant.amount
